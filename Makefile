@@ -1,0 +1,39 @@
+# denselab: make train | make test | make ui | make bench
+# Everything runs from .venv, created and filled on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed first, on its own: a bare `torch` requirement can pull a multi-GB CUDA
+# build. Override for your machine, e.g. make install TORCH_SPEC='torch --index-url ...'.
+TORCH_SPEC ?= torch==2.13.0
+ARGS ?=
+PYTEST_ARGS ?=
+UI_PORT ?= 5000
+
+.PHONY: install train test ui bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+train: install
+	$(BIN)/denselab-train $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: install
+	mkdir -p mlruns
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlruns/mlflow.db" \
+		--host 127.0.0.1 --port $(UI_PORT)
+
+bench: install
+	$(BIN)/python bench/epoch.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

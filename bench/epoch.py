@@ -1,0 +1,122 @@
+"""Seconds per training epoch: denselab's Trainer path against a hand-written torch loop.
+
+Both train the course's 784-128-10 network with SGD (lr 0.01, momentum 0.9, nesterov) on
+the same in-memory tensors (48,000 MNIST-shaped images: the course's training split), in
+this one process, and the script prints the ratio of the two. Goals: <= 1.6x at batch 32,
+<= 1.25x at batch 128.
+
+    python bench/epoch.py [--batch-sizes 32 128] [--repeats 3] [--images 48000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import warnings
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+
+from denselab.config import register_schemas
+from denselab.data.base import ImageDataModule
+from denselab.model import MLPClassifier, build_mlp
+
+
+class SyntheticMNIST(ImageDataModule):
+    """MNIST-shaped random images: the timing does not depend on what the pixels show."""
+
+    class_names = tuple(str(d) for d in range(10))
+
+    def __init__(self, images: int, **kwargs):
+        super().__init__(**kwargs)
+        self.images = images
+
+    def load_arrays(self):
+        rng = np.random.default_rng(0)
+        n = int(self.images / (1 - self.val_fraction))
+        x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, size=n)
+        return x, y, x[:100], y[:100]
+
+
+def compose_config(batch_size: int):
+    register_schemas()
+    with initialize_config_module(config_module="denselab.conf", version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                f"data.batch_size={batch_size}",
+                "trainer.max_epochs=1",
+                "trainer.enable_progress_bar=false",
+                "+trainer.limit_val_batches=0",
+                "+trainer.enable_checkpointing=false",
+                "+trainer.enable_model_summary=false",
+            ],
+        )
+
+
+def denselab_epoch(cfg, datamodule: ImageDataModule) -> float:
+    """One epoch through the same Trainer and module a denselab run uses."""
+    model = instantiate(
+        cfg.model,
+        input_shape=datamodule.input_shape,
+        num_classes=datamodule.num_classes,
+        optimizer=instantiate(cfg.optimizer),
+    )
+    trainer = instantiate(cfg.trainer, logger=False)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    return time.perf_counter() - start
+
+
+def handwritten_epoch(cfg, datamodule: ImageDataModule) -> float:
+    """The reference: the plainest correct torch loop over the same tensors."""
+    split = datamodule.splits["train"]
+    net = build_mlp(784, list(cfg.model.hidden_sizes), 10)
+    opt = instantiate(cfg.optimizer)(params=net.parameters())
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for idx in torch.randperm(len(split), generator=generator).split(cfg.data.batch_size):
+        x, y = split.x[idx], split.y[idx]
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--repeats", type=int, default=3, help="best of N epochs per path")
+    parser.add_argument("--images", type=int, default=48_000)
+    args = parser.parse_args()
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images:,} images")
+    print(f"{'batch':>6} {'handwritten s':>14} {'denselab s':>11} {'ratio':>6} {'goal':>6}")
+    goals = {32: 1.6, 128: 1.25}
+    for batch_size in args.batch_sizes:
+        cfg = compose_config(batch_size)
+        datamodule = SyntheticMNIST(
+            images=args.images, dir="unused", val_fraction=0.2, batch_size=batch_size, seed=0
+        )
+        datamodule.setup()
+        # Alternate the two paths so drift in machine load hits both alike.
+        hand, dense = [], []
+        for _ in range(args.repeats):
+            hand.append(handwritten_epoch(cfg, datamodule))
+            dense.append(denselab_epoch(cfg, datamodule))
+        ratio = min(dense) / min(hand)
+        goal = goals.get(batch_size)
+        mark = "" if goal is None else ("ok" if ratio <= goal else "MISS")
+        goal_text = f"{goal:.2f}" if goal else "-"
+        print(f"{batch_size:>6} {min(hand):>14.2f} {min(dense):>11.2f} {ratio:>6.2f} {goal_text:>6} {mark}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The typed schema of a run's configuration, and the checks types alone cannot express.
+
+The YAML files in ``conf/`` hold the values; the dataclasses here hold the types. Each YAML
+option names its schema in its defaults list (``- /schema/data/idx@_here_``), so Hydra rejects
+a wrong type (``model.hidden_sizes=[abc]``) or an unknown key while composing, before any data
+is touched. :func:`validate_config` then checks ranges and choices, also before any work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from denselab.errors import ConfigError
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
+LOSSES = ("cross_entropy", "mse")
+
+
+@dataclass
+class DataSchema:
+    _target_: str = MISSING
+    name: str = MISSING
+    dir: str = MISSING
+    val_fraction: float = MISSING
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class IdxDataSchema(DataSchema):
+    mirrors: List[str] = MISSING
+    # Folders searched (in order, after ``dir``) for files already installed, e.g. by Debian.
+    system_dirs: List[str] = field(default_factory=list)
+
+
+@dataclass
+class DigitsDataSchema(DataSchema):
+    test_fraction: float = MISSING
+
+
+@dataclass
+class ModelSchema:
+    _target_: str = MISSING
+    hidden_sizes: List[int] = MISSING
+    activation: str = MISSING
+    dropout: float = MISSING
+    batch_norm: bool = MISSING
+    loss: str = MISSING
+
+
+@dataclass
+class SGDSchema:
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = MISSING
+    momentum: float = MISSING
+    nesterov: bool = MISSING
+    weight_decay: float = MISSING
+
+
+@dataclass
+class RMSpropSchema:
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = MISSING
+    alpha: float = MISSING
+    eps: float = MISSING
+    momentum: float = MISSING
+    weight_decay: float = MISSING
+
+
+@dataclass
+class AdamSchema:
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = MISSING
+    betas: List[float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING
+
+
+@dataclass
+class TrackingSchema:
+    # None: the embedded sqlite store under ./mlruns of the directory the command started in.
+    uri: Optional[str] = None
+    experiment_name: Optional[str] = None
+    run_name: Optional[str] = None
+    log_checkpoint: bool = True
+
+
+@dataclass
+class RunSchema:
+    """The top level. Groups are typed by their own schemas, so they are ``Any`` here."""
+
+    data: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    trainer: Any = MISSING
+    tracking: Any = MISSING
+    seed: int = MISSING
+
+
+def register_schemas() -> None:
+    """Make the schemas known to Hydra; the entry point calls this before composing."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunSchema)
+    cs.store(group="schema/data", name="idx", node=IdxDataSchema)
+    cs.store(group="schema/data", name="digits", node=DigitsDataSchema)
+    cs.store(group="schema/model", name="mlp", node=ModelSchema)
+    cs.store(group="schema/optimizer", name="sgd", node=SGDSchema)
+    cs.store(group="schema/optimizer", name="rmsprop", node=RMSpropSchema)
+    cs.store(group="schema/optimizer", name="adam", node=AdamSchema)
+    cs.store(group="schema/tracking", name="mlflow", node=TrackingSchema)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise ConfigError, naming the key and a valid value, for a config that cannot run."""
+    data, model, opt, trainer = cfg.data, cfg.model, cfg.optimizer, cfg.trainer
+
+    if not 0.0 < data.val_fraction < 1.0:
+        raise ConfigError(
+            f"data.val_fraction must lie strictly between 0 and 1 (got {data.val_fraction}); "
+            "use e.g. data.val_fraction=0.2."
+        )
+    if "test_fraction" in data and not 0.0 < data.test_fraction < 1.0:
+        raise ConfigError(
+            f"data.test_fraction must lie strictly between 0 and 1 (got {data.test_fraction}); "
+            "use e.g. data.test_fraction=0.2."
+        )
+    for key in ("batch_size", "eval_batch_size"):
+        if data[key] < 1:
+            raise ConfigError(f"data.{key} must be a positive integer (got {data[key]}).")
+
+    bad_sizes = [size for size in model.hidden_sizes if size < 1]
+    if bad_sizes:
+        raise ConfigError(
+            f"model.hidden_sizes must hold positive layer widths (got {list(model.hidden_sizes)}); "
+            "use e.g. model.hidden_sizes=[128], or [] for no hidden layer."
+        )
+    if model.activation not in ACTIVATIONS:
+        raise ConfigError(
+            f"model.activation must be one of {', '.join(ACTIVATIONS)} (got {model.activation!r})."
+        )
+    if model.loss not in LOSSES:
+        raise ConfigError(f"model.loss must be one of {', '.join(LOSSES)} (got {model.loss!r}).")
+    if not 0.0 <= model.dropout < 1.0:
+        raise ConfigError(f"model.dropout must lie in [0, 1) (got {model.dropout}).")
+
+    if opt.lr <= 0:
+        raise ConfigError(
+            f"optimizer.lr must be a positive number (got {opt.lr}); use e.g. optimizer.lr=0.01."
+        )
+    if opt.get("momentum", 0.0) < 0:
+        raise ConfigError(f"optimizer.momentum must not be negative (got {opt.momentum}).")
+    if opt.get("nesterov", False) and opt.momentum <= 0:
+        raise ConfigError(
+            "optimizer.nesterov=true needs optimizer.momentum > 0; set a momentum or nesterov=false."
+        )
+
+    max_epochs = trainer.get("max_epochs")
+    if not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ConfigError(f"trainer.max_epochs must be a positive integer (got {max_epochs}).")

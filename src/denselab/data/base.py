@@ -1,0 +1,168 @@
+"""What every denselab dataset shares: whole-split tensors and batches cut from them.
+
+A dataset subclass only says how to get its raw arrays (:meth:`ImageDataModule.load_arrays`).
+Everything else, the validation split, scaling to [0, 1], moving the tensors to the model's
+device once, and cutting batches from a per-epoch permutation, lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from denselab.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    """One split as two tensors: images (N, *input_shape) float in [0, 1], labels (N,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+class TensorBatches:
+    """An iterable of (x, y) batches indexed out of one split's tensors.
+
+    Replaces Dataset + DataLoader + collate on the hot path: one gather per batch instead of
+    one Python call per sample. Shuffled loaders draw a fresh permutation per epoch from
+    their own generator, so the order depends on the seed alone.
+    """
+
+    def __init__(self, split: Split, batch_size: int, shuffle: bool, seed: int = 0):
+        self.split = split
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.split) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.split.x, self.split.y
+        n = len(y)
+        if not self.shuffle:
+            for start in range(0, n, self.batch_size):
+                yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+            return
+        order = torch.randperm(n, generator=self.generator).to(y.device)
+        for idx in order.split(self.batch_size):
+            yield x[idx], y[idx]
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random (train, val) index arrays, val holding round(n * val_fraction) items."""
+    n_val = int(round(n * val_fraction))
+    if n_val < 1 or n_val >= n:
+        raise DataError(
+            f"A validation fraction of {val_fraction} leaves no images on one side of a "
+            f"{n}-image training set; choose data.val_fraction so both sides keep some."
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def to_unit_float(images: np.ndarray) -> torch.Tensor:
+    """uint8 pixels to float32 in [0, 1]; float images are taken as already scaled."""
+    pixels = torch.tensor(images, dtype=torch.float32)  # a copy: file buffers are read-only
+    return pixels.div_(255.0) if images.dtype == np.uint8 else pixels
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Base class of denselab's datasets: subclasses implement :meth:`load_arrays`.
+
+    After :meth:`setup`, ``splits`` maps "train", "val", "test" to :class:`Split`, and
+    ``input_shape`` (H, W) or (H, W, C), ``num_classes`` and ``class_names`` describe them.
+    """
+
+    name: str = "images"
+    class_names: Sequence[str] = ()
+
+    def __init__(
+        self,
+        dir: str,
+        val_fraction: float = 0.2,
+        batch_size: int = 32,
+        eval_batch_size: int = 1024,
+        seed: int = 0,
+        name: Optional[str] = None,
+    ):
+        super().__init__()
+        self.dir = dir
+        self.val_fraction = val_fraction
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+        if name:
+            self.name = name
+        self.splits: dict[str, Split] = {}
+        self._on_device: dict[str, Split] = {}
+
+    # -- what a dataset provides -------------------------------------------------------
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return (train_images, train_labels, test_images, test_labels) as NumPy arrays.
+
+        Images are (N, H, W) or (N, H, W, C), uint8 or float in [0, 1]; labels are 0..K-1.
+        Raise DataError with a fix when the data is missing or corrupt.
+        """
+        raise NotImplementedError
+
+    # -- LightningDataModule -----------------------------------------------------------
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.splits:
+            return
+        x_train, y_train, x_test, y_test = self.load_arrays()
+        train_idx, val_idx = split_indices(len(y_train), self.val_fraction, self.seed)
+        labels = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
+        self.splits = {
+            "train": Split(to_unit_float(x_train[train_idx]), labels(y_train[train_idx])),
+            "val": Split(to_unit_float(x_train[val_idx]), labels(y_train[val_idx])),
+            "test": Split(to_unit_float(x_test), labels(y_test)),
+        }
+
+    def train_dataloader(self) -> TensorBatches:
+        return TensorBatches(self.split_on_device("train"), self.batch_size, True, self.seed)
+
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(self.split_on_device("val"), self.eval_batch_size, False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return TensorBatches(self.split_on_device("test"), self.eval_batch_size, False)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def split_on_device(self, name: str) -> Split:
+        """The split on the trainer's device, copied there once per run."""
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        cached = self._on_device.get(name)
+        if cached is None or cached.y.device != device:
+            cached = self._on_device[name] = self.splits[name].to(device)
+        return cached
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.splits["train"].x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{k} {len(v):,}" for k, v in self.splits.items())
+        shape = "x".join(map(str, self.input_shape))
+        return f"{self.name}: {sizes} images of {shape}, {self.num_classes} classes"

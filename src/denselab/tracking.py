@@ -1,0 +1,168 @@
+"""MLflow: where runs are stored, the experiment, and the life of one run.
+
+The default store is sqlite under ``./mlruns`` of the directory the command started in, so
+every job of a sweep shares it. A fresh sqlite DB opened by several processes at once races
+its schema migration, so the DB and the experiment are created once, before any job starts
+(:class:`PrepareTrackingStore`, a Hydra callback), and each job only opens them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+from hydra.experimental.callback import Callback
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+from denselab.errors import TrackingError
+
+log = logging.getLogger(__name__)
+
+
+def tracking_uri(cfg: DictConfig, start_dir: Optional[Path] = None) -> str:
+    """``tracking.uri``, or the embedded sqlite store under ``<start_dir>/mlruns``."""
+    if cfg.tracking.uri:
+        return str(cfg.tracking.uri)
+    root = (start_dir or Path.cwd()).resolve() / "mlruns"
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def experiment_name(cfg: DictConfig) -> str:
+    return cfg.tracking.experiment_name or cfg.data.name
+
+
+def run_name(cfg: DictConfig) -> str:
+    """What ran, at a glance: ``mnist-mlp[128]-sgd``."""
+    if cfg.tracking.run_name:
+        return cfg.tracking.run_name
+    shape = ",".join(str(s) for s in cfg.model.hidden_sizes)
+    optimizer = cfg.optimizer._target_.rsplit(".", 1)[-1].lower()
+    return f"{cfg.data.name}-mlp[{shape}]-{optimizer}"
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client on the store at ``uri``, created if it is a new sqlite file."""
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    elif uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    elif uri.startswith("file:") or "://" not in uri:
+        raise TrackingError(
+            f"tracking.uri={uri} is a file store, which MLflow 3 no longer accepts; use "
+            "sqlite:///<absolute path>/mlflow.db, or leave tracking.uri unset for ./mlruns."
+        )
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)  # creates and migrates a new sqlite DB
+    except MlflowException as err:
+        raise TrackingError(
+            f"The MLflow store at {uri} cannot be used ({_first_line(err)}); check "
+            "tracking.uri, or leave it unset to use ./mlruns."
+        ) from None
+    return client
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, creating (or restoring) it if needed."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name)
+        except MlflowException:
+            # Another job created it between our look-up and create: use theirs.
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def _check_server(uri: str) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when no server answers."""
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=5)
+    except requests.RequestException as err:
+        raise TrackingError(
+            f"No MLflow server answers at {uri} ({type(err).__name__}); start one with "
+            "`make ui` or `mlflow server`, or leave tracking.uri unset to use ./mlruns."
+        ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class PrepareTrackingStore(Callback):
+    """Hydra callback: create the store and the experiment before the first job runs."""
+
+    def _prepare(self, config: DictConfig) -> None:
+        try:
+            client = open_store(tracking_uri(config))
+            get_or_create_experiment(client, experiment_name(config))
+        except TrackingError as err:
+            # Each job reports it again, as one sentence, and exits non-zero.
+            log.debug("Tracking store not prepared: %s", err)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._prepare(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._prepare(config)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"hidden_sizes": [128]}}`` -> ``{"model.hidden_sizes": "[128]"}``."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, bool, str)) else str(value)
+    return flat
+
+
+def run_params(cfg: DictConfig) -> dict[str, Any]:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return flatten(container)
+
+
+def git_commit(directory: Path) -> Optional[str]:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@contextlib.contextmanager
+def run_status(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """End the run FINISHED, FAILED on an error, KILLED on Ctrl-C, whatever raised where.
+
+    Lightning turns Ctrl-C inside ``fit`` into ``SystemExit(1)`` after marking the run FAILED;
+    both KeyboardInterrupt and SystemExit mean the user stopped the run.
+    """
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException as err:
+        with contextlib.suppress(Exception):
+            client.set_tag(run_id, "error", f"{type(err).__name__}: {_first_line(err)}"[:5000])
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    else:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))

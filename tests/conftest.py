@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pytest
+from hydra import compose, initialize_config_module
+from mlflow import MlflowClient
+from omegaconf import DictConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from denselab.config import register_schemas  # noqa: E402
+from helpers import write_mnist  # noqa: E402
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> Path:
+    """Small MNIST-format files with a learnable pattern (600 train, 200 test)."""
+    return write_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+@pytest.fixture
+def store_uri(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.fixture
+def compose_cfg() -> Callable[[Sequence[str]], DictConfig]:
+    """The real config from conf/, composed with overrides as the console script would."""
+    register_schemas()
+
+    def _compose(overrides: Sequence[str] = ()) -> DictConfig:
+        with initialize_config_module(config_module="denselab.conf", version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    return _compose
+
+
+@pytest.fixture
+def fixture_overrides(mnist_dir, store_uri) -> list[str]:
+    """Overrides that train quickly on the fixture MNIST files, offline, into a temp store."""
+    return [
+        f"data.dir={mnist_dir}",
+        "data.mirrors=[]",
+        f"tracking.uri={store_uri}",
+        "trainer.enable_progress_bar=false",
+    ]
+
+
+def only_run(uri: str, experiment: str = "mnist"):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"experiment {experiment} missing"
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return client, runs[0]
+
+
+def fashion_mnist_or_skip() -> Path:
+    if all((FASHION_DIR / f).is_file() for f in (
+        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+    )):  # fmt: skip
+        return FASHION_DIR
+    if os.environ.get("CI"):
+        pytest.fail("CI must install Debian's dataset-fashion-mnist (see .ci/run).")
+    pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")

@@ -1,0 +1,117 @@
+"""Small datasets in the exact real file formats, and a local HTTP server to serve them."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import os
+import struct
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """A uint8 array as a gzipped IDX file: magic 0x000008NN, NN int32 sizes, the bytes."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">i", 0x00000800 | array.ndim)
+    header += struct.pack(f">{array.ndim}i", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def learnable_digits(n: int, seed: int, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """28x28 uint8 images whose class is a bright horizontal band (rows 2k..2k+3), in noise.
+
+    A linear model separates them easily, so a short training must beat chance by far.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, size=n).astype(np.uint8)
+    images = rng.integers(0, 90, size=(n, 28, 28)).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row = 2 * int(label) + 2
+        images[i, row : row + 4, 4:24] = rng.integers(180, 256, size=(4, 20))
+    return images, labels
+
+
+def write_mnist(folder: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    x_train, y_train = learnable_digits(n_train, seed)
+    x_test, y_test = learnable_digits(n_test, seed + 1)
+    for name, array in zip(MNIST_FILES, (x_train, y_train, x_test, y_test)):
+        write_idx(folder / name, array)
+    return folder
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _CutOffHandler(_QuietHandler):
+    """Promises the whole file, sends half, and hangs up: an interrupted download."""
+
+    def do_GET(self) -> None:
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+@contextmanager
+def serve(folder: Path, cut_off: bool = False) -> Iterator[str]:
+    """Serve ``folder`` on 127.0.0.1 at a free port; yields the base URL."""
+    handler = functools.partial(_CutOffHandler if cut_off else _QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def console_script(name: str = "denselab-train") -> str:
+    """The installed console script beside this interpreter (the real entry point)."""
+    return str(Path(sys.executable).parent / name)
+
+
+def run_cli(
+    args: Sequence[str], cwd: Path, timeout: float = 600, env: Optional[dict] = None
+) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [console_script(), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )

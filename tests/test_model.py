@@ -1,0 +1,46 @@
+"""The MLP: shapes and parameter counts from the data, the course's numbers, its losses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from denselab.model import MLPClassifier, build_mlp, classification_loss, count_parameters
+
+
+@pytest.mark.parametrize(
+    "input_shape, hidden, classes, expected",
+    [
+        ((28, 28), [128], 10, 101_770),  # the course's MNIST network
+        ((28, 28), [], 10, 7_850),  # the multinomial network
+        ((64, 64, 3), [128, 128, 128], 17, 1_608_209),  # the course's Flowers network
+    ],
+)
+def test_parameter_counts_match_the_course(input_shape, hidden, classes, expected):
+    model = MLPClassifier(input_shape=input_shape, num_classes=classes, hidden_sizes=hidden)
+    assert count_parameters(model) == expected
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu"])
+def test_layers_follow_the_options(activation):
+    net = build_mlp(12, [8, 4], 3, activation=activation, dropout=0.5, batch_norm=True)
+    kinds = [type(layer).__name__ for layer in net]
+    assert kinds.count("Linear") == 3 and kinds.count("BatchNorm1d") == 2
+    assert kinds.count("Dropout") == 2
+    assert net(torch.rand(5, 3, 4)).shape == (5, 3)
+
+
+def test_mse_loss_compares_softmax_with_one_hot():
+    logits = torch.tensor([[10.0, -10.0], [-10.0, 10.0]])
+    assert classification_loss("mse", logits, torch.tensor([0, 1])) < 1e-6
+    assert classification_loss("mse", logits, torch.tensor([1, 0])) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_evaluate_reports_loss_and_accuracy():
+    model = MLPClassifier(input_shape=(2,), num_classes=2, hidden_sizes=[])
+    with torch.no_grad():
+        model.first_layer.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+        model.first_layer.bias.zero_()
+    x = torch.tensor([[5.0, 0.0], [0.0, 5.0], [5.0, 0.0]])
+    loss, acc = model.evaluate(x, torch.tensor([0, 1, 1]), batch_size=2)
+    assert acc == pytest.approx(2 / 3) and loss > 0
