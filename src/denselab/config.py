@@ -102,6 +102,8 @@ class RunSchema:
     optimizer: Any = MISSING
     trainer: Any = MISSING
     tracking: Any = MISSING
+    # name -> Lightning callback config (``_target_``); see conf/callbacks/.
+    callbacks: Any = None
     seed: int = MISSING
 
 

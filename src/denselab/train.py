@@ -101,7 +101,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
         trainer = instantiate(
             cfg.trainer,
             logger=logger,
-            callbacks=[checkpoint],
+            callbacks=[checkpoint, *instantiate_callbacks(cfg.get("callbacks"))],
             default_root_dir=str(output_dir),
         )
         trainer.fit(model, datamodule=datamodule)
@@ -115,6 +115,15 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return metrics
+
+
+def instantiate_callbacks(callbacks_cfg: Optional[DictConfig]) -> list:
+    """The ``callbacks`` group: a mapping of names to callback configs; null ones are off."""
+    from hydra.utils import instantiate
+
+    if not callbacks_cfg:
+        return []
+    return [instantiate(cb) for cb in callbacks_cfg.values() if cb and "_target_" in cb]
 
 
 def accuracy_by_split(model: MLPClassifier, datamodule: ImageDataModule) -> pd.DataFrame:

@@ -144,6 +144,14 @@ class ImageDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> TensorBatches:
         return TensorBatches(self.split_on_device("test"), self.eval_batch_size, False)
 
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # Batches are cut from tensors already on the device: skip Lightning's generic
+        # walk over the batch, a measurable share of a small step's time.
+        x, y = batch
+        if x.device == device and y.device == device:
+            return batch
+        return x.to(device), y.to(device)
+
     # -- helpers -----------------------------------------------------------------------
 
     def split_on_device(self, name: str) -> Split:
