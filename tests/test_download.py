@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import MNIST_FILES, md5, serve, write_mnist
 
-from denselab.data.download import download, find_or_download
+from denselab.data.download import download, fetch
 from denselab.data.mnist import MNISTDataModule
 from denselab.errors import DataError
 
@@ -37,29 +37,34 @@ def test_falls_back_to_the_next_mirror(served, tmp_path):
 def test_checksum_mismatch_is_refused_and_leaves_nothing(served, tmp_path):
     target = tmp_path / "data"
     with serve(served) as url, pytest.raises(DataError, match="checksum mismatch") as err:
-        download(NAME, "0" * 32, [url], target)
-    assert f"Put the file in {target} by hand" in str(err.value)
-    assert list(target.iterdir()) == []
+        fetch({NAME: "0" * 32}, [url], target)
+    assert f"Put it in {target} by hand" in str(err.value)
+    assert not target.exists()  # the folder made for the download is gone again
 
 
 def test_interrupted_download_leaves_nothing(served, tmp_path):
     target = tmp_path / "data"
+    target.mkdir()
     with serve(served, cut_off=True) as url, pytest.raises(DataError, match=NAME):
-        download(NAME, md5(served / NAME), [url], target)
+        fetch({NAME: md5(served / NAME)}, [url], target)
     assert list(target.iterdir()) == []
 
 
-def test_no_network_says_where_to_put_the_file(tmp_path):
+def test_no_network_names_every_missing_file_and_where_to_put_them(tmp_path):
+    target = tmp_path / "data" / "mnist"
     with pytest.raises(DataError) as err:
-        download(NAME, "0" * 32, ["http://127.0.0.1:9/"], tmp_path / "data")
+        fetch({n: "0" * 32 for n in MNIST_FILES}, ["http://127.0.0.1:9/"], target)
     message = str(err.value)
-    assert NAME in message and str(tmp_path / "data") in message and "data.dir" in message
+    assert all(name in message for name in MNIST_FILES)
+    assert f"Put them in {target} by hand" in message and "could not connect" in message
+    assert not (tmp_path / "data").exists()
 
 
 def test_local_then_system_folder_before_any_download(served, tmp_path):
     local = write_mnist(tmp_path / "local")
-    assert find_or_download(NAME, "x", [], local, [str(served)]) == local / NAME
-    assert find_or_download(NAME, "x", [], tmp_path / "empty", [str(served)]) == served / NAME
+    assert fetch({NAME: "x"}, [], local, [str(served)])[NAME] == local / NAME
+    assert fetch({NAME: "x"}, [], tmp_path / "empty", [str(served)])[NAME] == served / NAME
+    assert not (tmp_path / "empty").exists()
 
 
 def test_datamodule_downloads_what_is_missing(served, tmp_path, monkeypatch):

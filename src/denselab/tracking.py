@@ -3,7 +3,7 @@
 The default store is sqlite under ``./mlruns`` of the directory the command started in, so
 every job of a sweep shares it. A fresh sqlite DB opened by several processes at once races
 its schema migration, so the DB and the experiment are created once, before any job starts
-(:class:`PrepareTrackingStore`, a Hydra callback), and each job only opens them.
+(:class:`denselab.hydra_callbacks.PrepareTrackingStore`), and each job only opens them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
-from hydra.experimental.callback import Callback
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
@@ -100,24 +99,6 @@ def _check_server(uri: str) -> None:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-class PrepareTrackingStore(Callback):
-    """Hydra callback: create the store and the experiment before the first job runs."""
-
-    def _prepare(self, config: DictConfig) -> None:
-        try:
-            client = open_store(tracking_uri(config))
-            get_or_create_experiment(client, experiment_name(config))
-        except TrackingError as err:
-            # Each job reports it again, as one sentence, and exits non-zero.
-            log.debug("Tracking store not prepared: %s", err)
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._prepare(config)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._prepare(config)
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -8,8 +8,9 @@ leaves a file that a later run could mistake for the real one.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
 import pooch
 
@@ -19,56 +20,86 @@ log = logging.getLogger(__name__)
 
 
 def download(filename: str, md5: str, mirrors: Sequence[str], folder: Path) -> Path:
-    """Download ``filename`` from the first mirror that serves it with the right MD5.
-
-    Raises DataError naming every URL tried and how to put the file in place by hand.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
+    """Download ``filename`` into ``folder`` from the first mirror that serves it with the
+    right MD5. Raises DataError saying, per URL, why it failed."""
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + filename
         log.info("Downloading %s", url)
         try:
-            path = pooch.retrieve(
-                url,
-                known_hash=f"md5:{md5}",
-                fname=filename,
-                path=folder,
-                progressbar=True,
+            return Path(
+                pooch.retrieve(
+                    url, known_hash=f"md5:{md5}", fname=filename, path=folder, progressbar=True
+                )
             )
-            return Path(path)
         except ValueError as err:  # pooch's checksum mismatch
             failures.append(f"{url}: checksum mismatch ({_first_line(err)})")
         except Exception as err:  # network errors of every kind: try the next mirror
-            failures.append(f"{url}: {type(err).__name__}: {_first_line(err)}")
-    tried = "; ".join(failures) if failures else "no mirrors configured"
-    raise DataError(
-        f"{filename} is not in {folder} and could not be downloaded ({tried}). "
-        f"Put the file in {folder} by hand, or point data.dir at a folder that has it."
-    )
+            failures.append(f"{url}: {_reason(err)}")
+    raise DataError("; ".join(failures) if failures else "no mirrors configured")
 
 
-def find_or_download(
-    filename: str,
-    md5: str,
+def fetch(
+    resources: Mapping[str, str],
     mirrors: Sequence[str],
     folder: Path,
     system_dirs: Sequence[str] = (),
-) -> Path:
-    """The path of ``filename``: from ``folder``, else a system folder, else downloaded.
+) -> dict[str, Path]:
+    """The path of each file in ``resources`` (name -> MD5): found in ``folder``, else in
+    a system folder, else downloaded into ``folder``.
 
     Files found on disk are trusted without a checksum (Debian's re-compressed copies
     differ from the originals); the caller checks their structure when it reads them.
+    Raises DataError naming every file still missing, where to put them, and why the
+    download failed; a folder made for the download is removed again if it stayed empty.
     """
-    local = folder / filename
-    if local.is_file():
-        return local
-    for system_dir in system_dirs:
-        candidate = Path(system_dir) / filename
+    folder = folder.absolute()  # messages name the folder wherever the user started
+    paths = {name: _find(name, folder, system_dirs) for name in resources}
+    missing = [name for name, path in paths.items() if path is None]
+    if not missing:
+        return paths
+
+    made = _first_missing_ancestor(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in missing:
+        try:
+            paths[name] = download(name, resources[name], mirrors, folder)
+        except DataError as err:
+            still_missing = [n for n in missing if paths[n] is None]
+            if made is not None and not any(p.is_file() for p in made.rglob("*")):
+                shutil.rmtree(made)
+            raise DataError(
+                f"{', '.join(still_missing)} {'is' if len(still_missing) == 1 else 'are'} "
+                f"not in {folder} and could not be downloaded ({err}). Put "
+                f"{'it' if len(still_missing) == 1 else 'them'} in {folder} by hand, or point "
+                "data.dir at a folder that has them."
+            ) from None
+    return paths
+
+
+def _find(name: str, folder: Path, system_dirs: Sequence[str]) -> Optional[Path]:
+    for candidate in (folder / name, *(Path(d) / name for d in system_dirs)):
         if candidate.is_file():
-            log.info("Using %s", candidate)
             return candidate
-    return download(filename, md5, mirrors, folder)
+    return None
+
+
+def _first_missing_ancestor(folder: Path) -> Optional[Path]:
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    return missing[-1] if missing else None
+
+
+def _reason(err: Exception) -> str:
+    """A few words on why a download failed (requests' own messages run to paragraphs)."""
+    import requests
+
+    if isinstance(err, requests.HTTPError) and err.response is not None:
+        return f"HTTP {err.response.status_code}"
+    if isinstance(err, requests.Timeout):
+        return "timed out"
+    if isinstance(err, requests.ConnectionError):
+        return "could not connect"
+    return f"{type(err).__name__}: {_first_line(err)}"
 
 
 def _first_line(err: BaseException) -> str:

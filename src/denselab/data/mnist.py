@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from denselab.data.base import ImageDataModule
-from denselab.data.download import find_or_download
+from denselab.data.download import fetch
 from denselab.data.idx import read_image_label_pair
 
 
@@ -27,11 +27,8 @@ class IdxDataModule(ImageDataModule):
 
     def prepare_data(self) -> None:
         if not self._paths:
-            folder = Path(self.dir)
-            self._paths = [
-                find_or_download(name, md5, self.mirrors, folder, self.system_dirs)
-                for name, md5 in self.resources.items()
-            ]
+            found = fetch(self.resources, self.mirrors, Path(self.dir), self.system_dirs)
+            self._paths = [found[name] for name in self.resources]
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         self.prepare_data()

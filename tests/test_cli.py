@@ -1,0 +1,127 @@
+"""The console script as a user runs it: in a subprocess, from a directory of its own."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import fashion_mnist_or_skip, only_run
+from helpers import MNIST_FILES, console_script, run_cli, write_mnist
+from mlflow import MlflowClient
+
+QUIET = ["trainer.enable_progress_bar=false"]
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    result = run_cli(["--cfg", "job", "data=digits", "model.hidden_sizes=[64,32]"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "DigitsDataModule" in result.stdout and "- 64\n  - 32" in result.stdout
+    assert list(tmp_path.iterdir()) == []  # printing a config writes nothing
+
+
+def test_python_dash_m_is_the_same_entry_point(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "denselab.train", "--cfg", "job"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "MNISTDataModule" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.hidden_sizes=[abc]", "could not be converted to Integer"),
+        ("data=nosuch", "Could not find 'data/nosuch'"),
+        ("optimizer.lr=0", "optimizer.lr must be a positive number"),
+        ("model.hidden_sizes=[128,-3]", "model.hidden_sizes must hold positive layer widths"),
+        ("data.val_fraction=1.5", "data.val_fraction must lie strictly between 0 and 1"),
+    ],
+)
+def test_config_errors_stop_before_any_work(tmp_path, override, words):
+    result = run_cli([override, *QUIET], tmp_path)
+    assert result.returncode != 0
+    assert words in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "data").exists()
+
+
+def test_missing_data_without_network_fails_the_run_with_a_fix(tmp_path):
+    result = run_cli(["data.mirrors=[http://127.0.0.1:9/]", *QUIET], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert all(name in output for name in MNIST_FILES)
+    assert f"Put them in {tmp_path / 'data' / 'mnist'} by hand" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "data").exists()
+    _, run = only_run(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert run.info.status == "FAILED"
+
+
+def test_truncated_file_fails_the_run_with_a_fix(tmp_path):
+    data = write_mnist(tmp_path / "data" / "mnist")
+    labels = data / MNIST_FILES[3]
+    labels.write_bytes(labels.read_bytes()[:-20])
+    result = run_cli([*QUIET], tmp_path)
+    assert result.returncode == 1
+    assert "is truncated or not a gzip file" in result.stdout + result.stderr
+    _, run = only_run(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert run.info.status == "FAILED"
+
+
+def test_unreachable_tracking_server_is_named(tmp_path, mnist_dir):
+    result = run_cli([f"data.dir={mnist_dir}", "tracking.uri=http://127.0.0.1:9", *QUIET], tmp_path)
+    assert result.returncode == 1
+    assert "No MLflow server answers at http://127.0.0.1:9" in result.stdout + result.stderr
+
+
+def test_multirun_makes_one_finished_run_per_job_in_one_experiment(tmp_path, mnist_dir):
+    result = run_cli(
+        ["-m", f"data.dir={mnist_dir}", "data.mirrors=[]", "trainer.max_epochs=1", "seed=0,1", *QUIET],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mnist")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_ctrl_c_ends_the_run_killed(tmp_path, mnist_dir):
+    args = [f"data.dir={mnist_dir}", "data.mirrors=[]", "trainer.max_epochs=100000", *QUIET]
+    proc = subprocess.Popen(
+        [console_script(), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    try:
+        # Training is under way once the first checkpoint exists. (The test must not open
+        # the store meanwhile: a second process would race the new DB's migration.)
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("outputs/*/*/checkpoints/*.ckpt")):
+            assert time.monotonic() < deadline and proc.poll() is None, "training never started"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0, output[-2000:]
+    _, run = only_run(uri)
+    assert run.info.status == "KILLED"
+
+
+def test_end_to_end_on_real_fashion_mnist(tmp_path):
+    fashion_mnist_or_skip()
+    result = run_cli(["data=fashion_mnist", "trainer.max_epochs=2", *QUIET], tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client, run = only_run(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "fashion_mnist")
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss"} <= set(metrics)
+    assert metrics["test/acc"] >= 0.80
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/acc")] == [0, 1]
+    assert run.data.params["params_total"] == "101770"
+    print(f"Fashion-MNIST, 2 epochs: test/acc {metrics['test/acc']:.4f}")
