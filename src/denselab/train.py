@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -137,6 +138,12 @@ def accuracy_by_split(model: MLPClassifier, datamodule: ImageDataModule) -> pd.D
     return pd.DataFrame(rows)
 
 
+def _quiet_irrelevant_warnings() -> None:
+    # denselab logs metrics once per epoch, so Lightning's step-logging interval is unused
+    # and its warning about small datasets would only confuse.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
 def _route_lightning_logs_through_hydra() -> None:
     # Lightning gives its loggers their own handler when imported before logging is set
     # up; without this its messages miss the job's log file.
@@ -152,6 +159,7 @@ register_schemas()
 @hydra.main(version_base="1.3", config_path="pkg://denselab.conf", config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
     _route_lightning_logs_through_hydra()
+    _quiet_irrelevant_warnings()
     hydra_cfg = HydraConfig.get()
     try:
         metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.overrides.task)
