@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 
 from denselab.config import register_schemas
 from denselab.data.base import ImageDataModule
-from denselab.model import MLPClassifier, build_mlp
+from denselab.model import build_mlp
 
 
 class SyntheticMNIST(ImageDataModule):

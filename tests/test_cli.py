@@ -9,7 +9,7 @@ import time
 
 import pytest
 from conftest import fashion_mnist_or_skip, only_run
-from helpers import MNIST_FILES, console_script, run_cli, write_mnist
+from helpers import MNIST_FILES, console_script, mlflow_server, run_cli, write_mnist
 from mlflow import MlflowClient
 
 QUIET = ["trainer.enable_progress_bar=false"]
@@ -125,3 +125,16 @@ def test_end_to_end_on_real_fashion_mnist(tmp_path):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/acc")] == [0, 1]
     assert run.data.params["params_total"] == "101770"
     print(f"Fashion-MNIST, 2 epochs: test/acc {metrics['test/acc']:.4f}")
+
+
+def test_runs_reach_an_mlflow_server(tmp_path, mnist_dir):
+    with mlflow_server(tmp_path / "server") as url:
+        result = run_cli(
+            [f"data.dir={mnist_dir}", "data.mirrors=[]", "trainer.max_epochs=1", f"tracking.uri={url}", *QUIET],
+            tmp_path,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        client, run = only_run(url)
+        assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+        assert "tables" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert not (tmp_path / "mlruns").exists()  # nothing went to the local store

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
@@ -43,6 +43,21 @@ def run_name(cfg: DictConfig) -> str:
     shape = ",".join(str(s) for s in cfg.model.hidden_sizes)
     optimizer = cfg.optimizer._target_.rsplit(".", 1)[-1].lower()
     return f"{cfg.data.name}-mlp[{shape}]-{optimizer}"
+
+
+def start_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[MlflowClient, str, str]:
+    """Create the run (and store and experiment where new); returns (client, run id, uri)."""
+    uri = tracking_uri(cfg)
+    client = open_store(uri)
+    experiment_id = get_or_create_experiment(client, experiment_name(cfg))
+    tags = {"dataset": cfg.data.name, "model": f"mlp{list(cfg.model.hidden_sizes)}"}
+    if overrides:
+        tags["overrides"] = " ".join(overrides)
+    commit = git_commit(Path(__file__).parent)  # denselab's own code, where it is a checkout
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run = client.create_run(experiment_id, run_name=run_name(cfg), tags=tags)
+    return client, run.info.run_id, uri
 
 
 def open_store(uri: str) -> MlflowClient:

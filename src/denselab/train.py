@@ -45,28 +45,9 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
 
     from denselab.mlflow_logger import EpochMLFlowLogger
     from denselab.model import count_parameters
-    from denselab.tracking import (
-        experiment_name,
-        get_or_create_experiment,
-        git_commit,
-        open_store,
-        run_name,
-        run_params,
-        run_status,
-        tracking_uri,
-    )
+    from denselab.tracking import run_name, run_params, run_status, start_run
 
-    uri = tracking_uri(cfg)
-    client = open_store(uri)
-    experiment_id = get_or_create_experiment(client, experiment_name(cfg))
-    tags = {"dataset": cfg.data.name, "model": f"mlp{list(cfg.model.hidden_sizes)}"}
-    if overrides:
-        tags["overrides"] = " ".join(overrides)
-    commit = git_commit(Path.cwd())
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    run = client.create_run(experiment_id, run_name=run_name(cfg), tags=tags)
-    run_id = run.info.run_id
+    client, run_id, uri = start_run(cfg, overrides)
     log.info("MLflow run %s (%s) in %s", run_id, run_name(cfg), uri)
 
     with run_status(client, run_id):
