@@ -51,6 +51,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
     log.info("MLflow run %s (%s) in %s", run_id, run_name(cfg), uri)
 
     with run_status(client, run_id):
+        _quiet_irrelevant_warnings()
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = instantiate(cfg.data)
         datamodule.prepare_data()
@@ -140,7 +141,6 @@ register_schemas()
 @hydra.main(version_base="1.3", config_path="pkg://denselab.conf", config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
     _route_lightning_logs_through_hydra()
-    _quiet_irrelevant_warnings()
     hydra_cfg = HydraConfig.get()
     try:
         metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.overrides.task)
