@@ -1,0 +1,60 @@
+"""The MLflow side: stores, experiments, run names, params, and how runs end."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+
+from denselab.errors import TrackingError
+from denselab.tracking import flatten, get_or_create_experiment, open_store, run_name, run_status
+
+
+def test_default_store_is_sqlite_under_the_start_dir(compose_cfg, tmp_path, monkeypatch):
+    from denselab.tracking import tracking_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri(compose_cfg()) == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    assert tracking_uri(compose_cfg(["tracking.uri=http://h:5000"])) == "http://h:5000"
+
+
+def test_file_store_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(TrackingError, match="file store, which MLflow 3 no longer accepts"):
+        open_store(f"file://{tmp_path}")
+
+
+def test_experiment_is_created_once_and_restored_if_deleted(store_uri):
+    client = open_store(store_uri)
+    first = get_or_create_experiment(client, "mnist")
+    assert get_or_create_experiment(client, "mnist") == first
+    client.delete_experiment(first)
+    assert get_or_create_experiment(client, "mnist") == first
+    assert client.get_experiment(first).lifecycle_stage == "active"
+
+
+def test_run_name_says_what_ran(compose_cfg):
+    assert run_name(compose_cfg()) == "mnist-mlp[128]-sgd"
+    assert run_name(compose_cfg(["experiment=course_multinomial"])) == "mnist-mlp[]-rmsprop"
+    cfg = compose_cfg(["data=digits", "model.hidden_sizes=[64,32]", "optimizer=adam"])
+    assert run_name(cfg) == "digits-mlp[64,32]-adam"
+    assert run_name(compose_cfg(["tracking.run_name=mine"])) == "mine"
+
+
+def test_flatten_dots_nested_keys():
+    flat = flatten({"model": {"hidden_sizes": [128], "dropout": 0.1}, "seed": 1})
+    assert flat == {"model.hidden_sizes": "[128]", "model.dropout": 0.1, "seed": 1}
+
+
+@pytest.mark.parametrize(
+    "raised, status",
+    [(None, "FINISHED"), (ValueError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED"), (SystemExit(1), "KILLED")],
+)
+def test_every_run_ends_in_a_final_state(store_uri, raised, status):
+    client = open_store(store_uri)
+    run_id = client.create_run(get_or_create_experiment(client, "x")).info.run_id
+    try:
+        with run_status(client, run_id):
+            if raised is not None:
+                raise raised
+    except BaseException as err:  # noqa: BLE001 - re-raised exactly as given
+        assert err is raised
+    assert MlflowClient(store_uri).get_run(run_id).info.status == status
