@@ -197,3 +197,33 @@ def write_flowers(folder: Path, short_side: int = 24, seed: int = 0) -> Path:
     savemat(folder / "datasplits.mat", flowers_split_ids(seed))
     return folder
 
+
+# -- the course's image table: metadata CSV + .npy -------------------------------------
+
+TABLE_NAMES = ("circle", "square", "star", "heart")
+
+
+def write_image_table(
+    folder: Path, n_train: int = 240, n_valid: int = 80, n_test: int = 80, seed: int = 0
+) -> tuple[Path, Path, np.ndarray]:
+    """metadata.csv + images.npy: 4 learnable classes labelled 1..4 with names, test labels
+    hidden (empty class). Returns the two paths and every row's true label (1..4)."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n = n_train + n_valid + n_test
+    images, labels = learnable_digits(n, seed, num_classes=len(TABLE_NAMES))
+    labels = labels.astype(np.int64) + 1
+    split = ["train"] * n_train + ["valid"] * n_valid + ["test"] * n_test
+    shown = [s != "test" for s in split]
+    table = pd.DataFrame(
+        {
+            "obs_id": [f"obs{i:04d}" for i in range(n)],
+            "train_id": split,
+            "class": [str(v) if show else "" for v, show in zip(labels, shown)],
+            "class_name": [TABLE_NAMES[v - 1] if show else "" for v, show in zip(labels, shown)],
+        }
+    )
+    table.to_csv(folder / "metadata.csv", index=False)
+    np.save(folder / "images.npy", images)
+    return folder / "metadata.csv", folder / "images.npy", labels

@@ -112,3 +112,10 @@ def test_course_flowers_preset_is_the_course_network(compose_cfg):
     assert count_parameters(model) == 1_608_209
     validate_config(cfg)
 
+
+def test_image_table_paths_follow_the_data_dir_unless_given(compose_cfg):
+    cfg = compose_cfg(["data=image_table", "data.dir=/srv/shapes"])
+    assert (cfg.data.csv, cfg.data.images) == ("/srv/shapes/metadata.csv", "/srv/shapes/images.npy")
+    cfg = compose_cfg(["data=image_table", "data.csv=meta/all.csv"])
+    assert cfg.data.csv == "meta/all.csv" and cfg.data.images == "data/image_table/images.npy"
+    validate_config(cfg)

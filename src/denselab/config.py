@@ -64,6 +64,14 @@ class FlowersDataSchema(DataSchema):
 
 
 @dataclass
+class ImageTableDataSchema(HeldOutDataSchema):
+    """val_fraction applies only when no labelled row of the CSV has train_id valid."""
+
+    csv: str = MISSING
+    images: str = MISSING
+
+
+@dataclass
 class ModelSchema:
     _target_: str = MISSING
     hidden_sizes: List[int] = MISSING
@@ -134,6 +142,7 @@ def register_schemas() -> None:
     cs.store(group="schema/data", name="idx", node=IdxDataSchema)
     cs.store(group="schema/data", name="digits", node=DigitsDataSchema)
     cs.store(group="schema/data", name="flowers17", node=FlowersDataSchema)
+    cs.store(group="schema/data", name="image_table", node=ImageTableDataSchema)
     cs.store(group="schema/model", name="mlp", node=ModelSchema)
     cs.store(group="schema/optimizer", name="sgd", node=SGDSchema)
     cs.store(group="schema/optimizer", name="rmsprop", node=RMSpropSchema)
