@@ -238,6 +238,18 @@ def test_untrustworthy_cache_is_rebuilt(data_dir, decode_calls, reference_train_
     assert not [p for p in data_dir.iterdir() if p.name.startswith(".")]  # no temp files
 
 
+def test_unwritable_data_dir_is_a_clear_error(data_dir, monkeypatch):
+    # (root, which runs these tests, may write anywhere: a read-only folder cannot be made)
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("denselab.data.flowers.tempfile.mkdtemp", read_only)
+    (data_dir / "flowers17_32.npz").unlink()
+    with pytest.raises(DataError, match="Permission denied.*writable folder"):
+        loaded(data_dir)
+    assert sorted(p.name for p in data_dir.iterdir()) == sorted(FILES)
+
+
 def test_each_image_size_has_its_own_cache(data_dir, decode_calls):
     dm = loaded(data_dir, image_size=128)
     assert dm.input_shape == (128, 128, 3) and len(decode_calls) == 1360

@@ -146,15 +146,25 @@ class FlowersDataModule(ImageDataModule):
         shape = (NUM_IMAGES, self.image_size, self.image_size, 3)
         images = load_cache(self.cache_path, archive, shape)
         if images is None:
-            start = time.perf_counter()
-            images = decode_archive(archive, folder, self.image_size)
-            save_cache(self.cache_path, images, archive)
-            log.info(
-                "Decoded %s photos to %dx%d in %.1f s; cached in %s",
-                f"{NUM_IMAGES:,}", self.image_size, self.image_size,
-                time.perf_counter() - start, self.cache_path,
-            )  # fmt: skip
+            images = self._decode_and_cache(archive)
         self._images = images
+
+    def _decode_and_cache(self, archive: Path) -> np.ndarray:
+        start = time.perf_counter()
+        try:
+            images = decode_archive(archive, Path(self.dir), self.image_size)
+            save_cache(self.cache_path, images, archive)
+        except OSError as err:  # read-only folder, disk full: the photos are unpacked there
+            raise DataError(
+                f"Cannot write the decoded photos in {self.dir} ({err.strerror or err}); "
+                "point data.dir at a writable folder with some 100 MB free."
+            ) from None
+        log.info(
+            "Decoded %s photos to %dx%d in %.1f s; cached in %s",
+            f"{NUM_IMAGES:,}", self.image_size, self.image_size,
+            time.perf_counter() - start, self.cache_path,
+        )  # fmt: skip
+        return images
 
     def load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         self.prepare_data()
