@@ -34,6 +34,7 @@ ui: install
 
 bench: install
 	$(BIN)/python bench/epoch.py
+	$(BIN)/python bench/flowers_prepare.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

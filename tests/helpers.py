@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
+from PIL import Image
 
 MNIST_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -151,3 +152,113 @@ def run_cli(
         timeout=timeout,
         env=full_env,
     )
+
+
+# -- Oxford Flowers-17 in its real layout ----------------------------------------------
+
+FLOWERS_PER_CLASS = 80
+FLOWERS_CLASSES = 17
+# One colour per class, far apart, so a test can tell a decoded photo's class by its colour.
+FLOWERS_COLOURS = np.array(
+    [[(k * 37) % 256, (k * 91 + 60) % 256, (k * 151 + 120) % 256] for k in range(FLOWERS_CLASSES)],
+    dtype=np.uint8,
+)
+
+
+def flowers_mode(image_id: int) -> str:
+    """Most photos are RGB; some are grayscale or CMYK, as real collections have."""
+    return {7: "L", 13: "CMYK"}.get(image_id % 40, "RGB")
+
+
+def fake_flower(image_id: int, short_side: int, rng: np.random.Generator) -> Image.Image:
+    """A photo of its class's colour with some texture, in landscape or portrait shape."""
+    long_side = int(short_side * rng.uniform(1.0, 1.5))
+    h, w = (short_side, long_side) if image_id % 2 else (long_side, short_side)
+    colour = FLOWERS_COLOURS[(image_id - 1) // FLOWERS_PER_CLASS].astype(np.int16)
+    noise = rng.normal(0, 6, size=(h, w, 3)).astype(np.int16)
+    pixels = np.clip(colour + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels).convert(flowers_mode(image_id))
+
+
+def write_flowers_archive(path: Path, short_side: int = 24, seed: int = 0) -> Path:
+    """17flowers.tgz as the real one: jpg/image_0001.jpg .. jpg/image_1360.jpg + files.txt."""
+    import io
+    import tarfile
+
+    rng = np.random.default_rng(seed)
+    n = FLOWERS_PER_CLASS * FLOWERS_CLASSES
+    names = [f"image_{i:04d}.jpg" for i in range(1, n + 1)]
+    with tarfile.open(path, "w:gz") as tar:
+        folder = tarfile.TarInfo("jpg")
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        for image_id, name in enumerate(names, start=1):
+            buf = io.BytesIO()
+            fake_flower(image_id, short_side, rng).save(buf, "JPEG", quality=85)
+            add_bytes(tar, f"jpg/{name}", buf.getvalue())
+        add_bytes(tar, "jpg/files.txt", "\n".join(names).encode())
+    return path
+
+
+def add_bytes(tar, name: str, data: bytes) -> None:
+    import io
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def flowers_split_ids(seed: int = 0) -> dict[str, np.ndarray]:
+    """datasplits.mat's content: per split k, 40 trn / 20 val / 20 tst ids of each class."""
+    rng = np.random.default_rng(seed)
+    splits: dict[str, list] = {f"{p}{k}": [] for k in (1, 2, 3) for p in ("trn", "val", "tst")}
+    for k in (1, 2, 3):
+        for c in range(FLOWERS_CLASSES):
+            ids = rng.permutation(np.arange(1, FLOWERS_PER_CLASS + 1)) + c * FLOWERS_PER_CLASS
+            splits[f"trn{k}"] += list(ids[:40])
+            splits[f"val{k}"] += list(ids[40:60])
+            splits[f"tst{k}"] += list(ids[60:])
+    # MATLAB stores them as 1 x n rows of doubles
+    return {key: np.array(sorted(ids), dtype=np.float64)[None, :] for key, ids in splits.items()}
+
+
+def write_flowers(folder: Path, short_side: int = 24, seed: int = 0) -> Path:
+    """17flowers.tgz and datasplits.mat in ``folder``, in the real files' layout."""
+    from scipy.io import savemat
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_flowers_archive(folder / "17flowers.tgz", short_side, seed)
+    savemat(folder / "datasplits.mat", flowers_split_ids(seed))
+    return folder
+
+
+# -- the course's image table: metadata CSV + .npy -------------------------------------
+
+TABLE_NAMES = ("circle", "square", "star", "heart")
+
+
+def write_image_table(
+    folder: Path, n_train: int = 240, n_valid: int = 80, n_test: int = 80, seed: int = 0
+) -> tuple[Path, Path, np.ndarray]:
+    """metadata.csv + images.npy: 4 learnable classes labelled 1..4 with names, test labels
+    hidden (empty class). Returns the two paths and every row's true label (1..4)."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n = n_train + n_valid + n_test
+    images, labels = learnable_digits(n, seed, num_classes=len(TABLE_NAMES))
+    labels = labels.astype(np.int64) + 1
+    split = ["train"] * n_train + ["valid"] * n_valid + ["test"] * n_test
+    shown = [s != "test" for s in split]
+    table = pd.DataFrame(
+        {
+            "obs_id": [f"obs{i:04d}" for i in range(n)],
+            "train_id": split,
+            "class": [str(v) if show else "" for v, show in zip(labels, shown)],
+            "class_name": [TABLE_NAMES[v - 1] if show else "" for v, show in zip(labels, shown)],
+        }
+    )
+    table.to_csv(folder / "metadata.csv", index=False)
+    np.save(folder / "images.npy", images)
+    return folder / "metadata.csv", folder / "images.npy", labels

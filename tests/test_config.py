@@ -78,3 +78,44 @@ def test_ranges_and_choices_are_checked(compose_cfg, override, words):
     cfg = compose_cfg([override])
     with pytest.raises(ConfigError, match=words):
         validate_config(cfg)
+
+
+def test_flowers_config_and_its_checks(compose_cfg):
+    cfg = compose_cfg(["data=flowers17"])
+    assert (cfg.data.image_size, cfg.data.split_id) == (64, 1)
+    assert cfg.data.mirrors == ["https://www.robots.ox.ac.uk/~vgg/data/flowers/17/"]
+    assert "val_fraction" not in cfg.data  # the validation split is the official one
+    validate_config(cfg)
+    for override, words in [
+        ("data.image_size=0", "data.image_size must be a positive number of pixels"),
+        ("data.split_id=4", "data.split_id must be 1, 2 or 3"),
+        ("data.split_id=0", "data.split_id must be 1, 2 or 3"),
+    ]:
+        with pytest.raises(ConfigError, match=words):
+            validate_config(compose_cfg(["data=flowers17", override]))
+    with pytest.raises((ConfigCompositionException, HydraException)):
+        compose_cfg(["data=flowers17", "data.val_fraction=0.3"])
+
+
+def test_course_flowers_preset_is_the_course_network(compose_cfg):
+    from hydra.utils import instantiate
+
+    from denselab.model import count_parameters
+
+    cfg = compose_cfg(["experiment=course_flowers"])
+    assert cfg.data.name == "flowers17" and cfg.data.image_size == 64
+    assert list(cfg.model.hidden_sizes) == [128, 128, 128]
+    assert cfg.optimizer._target_ == "torch.optim.SGD"
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.nesterov) == (0.003, 0.9, True)
+    assert cfg.trainer.max_epochs == 100
+    model = instantiate(cfg.model, input_shape=(64, 64, 3), num_classes=17)
+    assert count_parameters(model) == 1_608_209
+    validate_config(cfg)
+
+
+def test_image_table_paths_follow_the_data_dir_unless_given(compose_cfg):
+    cfg = compose_cfg(["data=image_table", "data.dir=/srv/shapes"])
+    assert (cfg.data.csv, cfg.data.images) == ("/srv/shapes/metadata.csv", "/srv/shapes/images.npy")
+    cfg = compose_cfg(["data=image_table", "data.csv=meta/all.csv"])
+    assert cfg.data.csv == "meta/all.csv" and cfg.data.images == "data/image_table/images.npy"
+    validate_config(cfg)

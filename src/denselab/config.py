@@ -22,25 +22,53 @@ LOSSES = ("cross_entropy", "mse")
 
 @dataclass
 class DataSchema:
+    """The keys of every dataset."""
+
     _target_: str = MISSING
     name: str = MISSING
     dir: str = MISSING
-    val_fraction: float = MISSING
     batch_size: int = MISSING
     eval_batch_size: int = MISSING
     seed: int = MISSING
 
 
 @dataclass
-class IdxDataSchema(DataSchema):
+class HeldOutDataSchema(DataSchema):
+    """A dataset without an official validation split holds out this fraction of its
+    training images, drawn by the seed."""
+
+    val_fraction: float = MISSING
+
+
+@dataclass
+class IdxDataSchema(HeldOutDataSchema):
     mirrors: List[str] = MISSING
     # Folders searched (in order, after ``dir``) for files already installed, e.g. by Debian.
     system_dirs: List[str] = field(default_factory=list)
 
 
 @dataclass
-class DigitsDataSchema(DataSchema):
+class DigitsDataSchema(HeldOutDataSchema):
     test_fraction: float = MISSING
+
+
+@dataclass
+class FlowersDataSchema(DataSchema):
+    """No val_fraction: Flowers-17 ships its own train/val/test splits."""
+
+    mirrors: List[str] = MISSING
+    # Photos are centre-cropped to a square and resized to image_size x image_size.
+    image_size: int = MISSING
+    # Which of the three official splits of datasplits.mat (trn/val/tst 1, 2 or 3).
+    split_id: int = MISSING
+
+
+@dataclass
+class ImageTableDataSchema(HeldOutDataSchema):
+    """val_fraction applies only when no labelled row of the CSV has train_id valid."""
+
+    csv: str = MISSING
+    images: str = MISSING
 
 
 @dataclass
@@ -113,6 +141,8 @@ def register_schemas() -> None:
     cs.store(name="run_schema", node=RunSchema)
     cs.store(group="schema/data", name="idx", node=IdxDataSchema)
     cs.store(group="schema/data", name="digits", node=DigitsDataSchema)
+    cs.store(group="schema/data", name="flowers17", node=FlowersDataSchema)
+    cs.store(group="schema/data", name="image_table", node=ImageTableDataSchema)
     cs.store(group="schema/model", name="mlp", node=ModelSchema)
     cs.store(group="schema/optimizer", name="sgd", node=SGDSchema)
     cs.store(group="schema/optimizer", name="rmsprop", node=RMSpropSchema)
@@ -124,7 +154,7 @@ def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError, naming the key and a valid value, for a config that cannot run."""
     data, model, opt, trainer = cfg.data, cfg.model, cfg.optimizer, cfg.trainer
 
-    if not 0.0 < data.val_fraction < 1.0:
+    if "val_fraction" in data and not 0.0 < data.val_fraction < 1.0:
         raise ConfigError(
             f"data.val_fraction must lie strictly between 0 and 1 (got {data.val_fraction}); "
             "use e.g. data.val_fraction=0.2."
@@ -137,6 +167,16 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("batch_size", "eval_batch_size"):
         if data[key] < 1:
             raise ConfigError(f"data.{key} must be a positive integer (got {data[key]}).")
+    if "image_size" in data and data.image_size < 1:
+        raise ConfigError(
+            f"data.image_size must be a positive number of pixels (got {data.image_size}); "
+            "use e.g. data.image_size=64."
+        )
+    if "split_id" in data and data.split_id not in (1, 2, 3):
+        raise ConfigError(
+            f"data.split_id must be 1, 2 or 3, one of the dataset's official splits "
+            f"(got {data.split_id})."
+        )
 
     bad_sizes = [size for size in model.hidden_sizes if size < 1]
     if bad_sizes:

@@ -88,11 +88,18 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
             default_root_dir=str(output_dir),
         )
         trainer.fit(model, datamodule=datamodule)
-        trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)
+        if "test" in datamodule.splits:
+            trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)
+        else:  # all test labels hidden: nothing to score, but predict with the best weights
+            restore_weights(model, checkpoint.best_model_path)
 
         table = accuracy_by_split(model, datamodule)
         client.log_table(run_id, table, "tables/accuracy_by_split.json")
         log.info("Accuracy by split (best checkpoint):\n%s", table.to_string(index=False))
+        if datamodule.unlabeled is not None:
+            predictions = predict_unlabeled(model, datamodule)
+            client.log_table(run_id, predictions, "tables/predictions_unlabeled.json")
+            log.info("Predicted %s images with hidden labels", f"{len(predictions):,}")
         if cfg.tracking.log_checkpoint and checkpoint.best_model_path:
             client.log_artifact(run_id, checkpoint.best_model_path, "checkpoints")
 
@@ -118,6 +125,41 @@ def accuracy_by_split(model: MLPClassifier, datamodule: ImageDataModule) -> pd.D
         loss, acc = model.evaluate(split.x, split.y, batch_size=datamodule.eval_batch_size)
         rows.append({"split": name, "images": len(split), "accuracy": acc, "loss": loss})
     return pd.DataFrame(rows)
+
+
+def restore_weights(model: MLPClassifier, checkpoint_path: str) -> None:
+    """Load a checkpoint's weights into ``model``, as ``trainer.test(ckpt_path=...)`` does."""
+    import torch
+
+    if checkpoint_path:
+        # weights_only=False: the file is this run's own checkpoint, not one from elsewhere
+        state = torch.load(checkpoint_path, map_location=model.device, weights_only=False)
+        model.load_state_dict(state["state_dict"])
+
+
+def predict_unlabeled(model: MLPClassifier, datamodule: ImageDataModule) -> pd.DataFrame:
+    """Each image with a hidden label: its predicted class (label and name), probability."""
+    import pandas as pd
+    import torch
+
+    images, size = datamodule.unlabeled.x, datamodule.eval_batch_size
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        probs = torch.cat(
+            [model(images[i : i + size].to(model.device)).softmax(dim=1).cpu()
+             for i in range(0, len(images), size)]
+        )  # fmt: skip
+    model.train(was_training)
+    probability, predicted = probs.max(dim=1)
+    return pd.DataFrame(
+        {
+            "obs_id": datamodule.unlabeled.obs_ids,
+            "predicted_label": [datamodule.class_labels[k] for k in predicted.tolist()],
+            "predicted_class": [datamodule.class_names[k] for k in predicted.tolist()],
+            "probability": probability.numpy(),
+        }
+    )
 
 
 def _quiet_irrelevant_warnings() -> None:
@@ -149,8 +191,9 @@ def main(cfg: DictConfig) -> Optional[float]:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # Hydra records the failed job, runs the others, and exits 1 at the end
         sys.exit(1)
-    # The return value is what a Hydra sweeper (e.g. Optuna) optimises.
-    return metrics.get("test/acc")
+    # The return value is what a Hydra sweeper (e.g. Optuna) optimises; data whose test
+    # labels are all hidden has no test/acc.
+    return metrics.get("test/acc", metrics.get("val/acc_best"))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """What every denselab dataset shares: whole-split tensors and batches cut from them.
 
-A dataset subclass only says how to get its raw arrays (:meth:`ImageDataModule.load_arrays`).
-Everything else, the validation split, scaling to [0, 1], moving the tensors to the model's
-device once, and cutting batches from a per-epoch permutation, lives here.
+A dataset subclass only says how to get its raw arrays (:meth:`ImageDataModule.load_arrays`),
+or, when it ships its own validation split, its three splits (:meth:`ImageDataModule.load_splits`).
+Everything else, the drawn validation split, scaling to [0, 1], moving the tensors to the
+model's device once, and cutting batches from a per-epoch permutation, lives here.
 """
 
 from __future__ import annotations
@@ -32,6 +33,17 @@ class Split:
 
     def to(self, device: torch.device) -> "Split":
         return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class Unlabeled:
+    """Images whose labels are hidden: predicted after training, never scored."""
+
+    x: torch.Tensor
+    obs_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.obs_ids)
 
 
 class TensorBatches:
@@ -86,6 +98,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     After :meth:`setup`, ``splits`` maps "train", "val", "test" to :class:`Split`, and
     ``input_shape`` (H, W) or (H, W, C), ``num_classes`` and ``class_names`` describe them.
+    A dataset without labelled test images has no "test" split. ``unlabeled`` holds the
+    images with hidden labels, if the dataset has any.
     """
 
     name: str = "images"
@@ -109,6 +123,7 @@ class ImageDataModule(pl.LightningDataModule):
         if name:
             self.name = name
         self.splits: dict[str, Split] = {}
+        self.unlabeled: Optional[Unlabeled] = None
         self._on_device: dict[str, Split] = {}
 
     # -- what a dataset provides -------------------------------------------------------
@@ -121,18 +136,28 @@ class ImageDataModule(pl.LightningDataModule):
         """
         raise NotImplementedError
 
+    def load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Split name -> (images, labels) arrays, as :meth:`load_arrays` describes them.
+
+        By default the validation split is ``val_fraction`` of :meth:`load_arrays`' training
+        images, drawn by the seed. Datasets with an official validation split override this.
+        """
+        x_train, y_train, x_test, y_test = self.load_arrays()
+        train_idx, val_idx = split_indices(len(y_train), self.val_fraction, self.seed)
+        return {
+            "train": (x_train[train_idx], y_train[train_idx]),
+            "val": (x_train[val_idx], y_train[val_idx]),
+            "test": (x_test, y_test),
+        }
+
     # -- LightningDataModule -----------------------------------------------------------
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.splits:
             return
-        x_train, y_train, x_test, y_test = self.load_arrays()
-        train_idx, val_idx = split_indices(len(y_train), self.val_fraction, self.seed)
-        labels = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
         self.splits = {
-            "train": Split(to_unit_float(x_train[train_idx]), labels(y_train[train_idx])),
-            "val": Split(to_unit_float(x_train[val_idx]), labels(y_train[val_idx])),
-            "test": Split(to_unit_float(x_test), labels(y_test)),
+            name: Split(to_unit_float(x), torch.from_numpy(np.asarray(y, dtype=np.int64)))
+            for name, (x, y) in self.load_splits().items()
         }
 
     def train_dataloader(self) -> TensorBatches:
@@ -170,7 +195,14 @@ class ImageDataModule(pl.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def class_labels(self) -> tuple[int, ...]:
+        """Each class's label in the dataset's own files, in class order."""
+        return tuple(range(self.num_classes))
+
     def describe(self) -> str:
         sizes = ", ".join(f"{k} {len(v):,}" for k, v in self.splits.items())
+        if self.unlabeled is not None:
+            sizes += f", unlabeled {len(self.unlabeled):,}"
         shape = "x".join(map(str, self.input_shape))
         return f"{self.name}: {sizes} images of {shape}, {self.num_classes} classes"
