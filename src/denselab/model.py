@@ -186,19 +186,25 @@ class MLPClassifier(pl.LightningModule):
     # -- evaluation outside the Trainer ------------------------------------------------
 
     @torch.no_grad()
+    def predict_logits(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        """Logits (N, K) of the current weights for images ``x``, in eval mode, one batched
+        pass; the result lives on the model's device."""
+        was_training = self.training
+        self.eval()
+        logits = torch.cat(
+            [self(x[i : i + batch_size].to(self.device)) for i in range(0, len(x), batch_size)]
+        )
+        self.train(was_training)
+        return logits
+
     def evaluate(
         self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
     ) -> tuple[float, float]:
         """(loss, accuracy) of the current weights on images ``x`` with labels ``y``."""
-        was_training = self.training
-        self.eval()
-        logits = torch.cat(
-            [self(x[i : i + batch_size].to(self.device)) for i in range(0, len(y), batch_size)]
-        )
+        logits = self.predict_logits(x, batch_size)
         y = y.to(logits.device)
         loss = classification_loss(self.loss_kind, logits, y).item()
         acc = (logits.argmax(dim=1) == y).float().mean().item()
-        self.train(was_training)
         return loss, acc
 
 

@@ -11,7 +11,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,12 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from denselab.config import register_schemas, validate_config
 from denselab.errors import DenselabError
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from denselab.data.base import ImageDataModule
-    from denselab.model import MLPClassifier
 
 log = logging.getLogger("denselab")
 
@@ -43,6 +37,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    from denselab.evaluation import accuracy_by_split, predict_unlabeled, restore_weights
     from denselab.mlflow_logger import EpochMLFlowLogger
     from denselab.model import count_parameters
     from denselab.tracking import run_name, run_params, run_status, start_run
@@ -114,52 +109,6 @@ def instantiate_callbacks(callbacks_cfg: Optional[DictConfig]) -> list:
     if not callbacks_cfg:
         return []
     return [instantiate(cb) for cb in callbacks_cfg.values() if cb and "_target_" in cb]
-
-
-def accuracy_by_split(model: MLPClassifier, datamodule: ImageDataModule) -> pd.DataFrame:
-    """The course's table: accuracy and loss of the model on each split."""
-    import pandas as pd
-
-    rows = []
-    for name, split in datamodule.splits.items():
-        loss, acc = model.evaluate(split.x, split.y, batch_size=datamodule.eval_batch_size)
-        rows.append({"split": name, "images": len(split), "accuracy": acc, "loss": loss})
-    return pd.DataFrame(rows)
-
-
-def restore_weights(model: MLPClassifier, checkpoint_path: str) -> None:
-    """Load a checkpoint's weights into ``model``, as ``trainer.test(ckpt_path=...)`` does."""
-    import torch
-
-    if checkpoint_path:
-        # weights_only=False: the file is this run's own checkpoint, not one from elsewhere
-        state = torch.load(checkpoint_path, map_location=model.device, weights_only=False)
-        model.load_state_dict(state["state_dict"])
-
-
-def predict_unlabeled(model: MLPClassifier, datamodule: ImageDataModule) -> pd.DataFrame:
-    """Each image with a hidden label: its predicted class (label and name), probability."""
-    import pandas as pd
-    import torch
-
-    images, size = datamodule.unlabeled.x, datamodule.eval_batch_size
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        probs = torch.cat(
-            [model(images[i : i + size].to(model.device)).softmax(dim=1).cpu()
-             for i in range(0, len(images), size)]
-        )  # fmt: skip
-    model.train(was_training)
-    probability, predicted = probs.max(dim=1)
-    return pd.DataFrame(
-        {
-            "obs_id": datamodule.unlabeled.obs_ids,
-            "predicted_label": [datamodule.class_labels[k] for k in predicted.tolist()],
-            "predicted_class": [datamodule.class_names[k] for k in predicted.tolist()],
-            "probability": probability.numpy(),
-        }
-    )
 
 
 def _quiet_irrelevant_warnings() -> None:
