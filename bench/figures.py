@@ -1,0 +1,118 @@
+"""Seconds a run spends drawing and logging figures, against its fit time.
+
+Runs one real training in-process (default: Fashion-MNIST from Debian's package, MNIST's
+shape and sizes, the course's 784-128-10 network), times every hook of the figure callbacks,
+and prints them beside the fit and test times. Goal: figures under 10 % of the fit time.
+With --compare it trains again with callbacks=none, to see the difference end to end.
+
+    python bench/figures.py [--compare] [override ...]
+    python bench/figures.py trainer.max_epochs=10 --compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra import compose, initialize_config_module
+
+import denselab.train
+from denselab.callbacks import FigureCallback
+from denselab.config import register_schemas
+
+HOOKS = ("setup", "on_fit_start", "on_train_start", "on_train_epoch_end", "on_fit_end", "on_test_end")
+DEFAULTS = [
+    "data=fashion_mnist",
+    "data.dir=/usr/share/datasets/fashion-mnist",
+    "data.mirrors=[]",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+]
+
+seconds: dict[str, float] = collections.defaultdict(float)
+
+
+def timed(name: str, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            seconds[name] += time.perf_counter() - start
+
+    return wrapper
+
+
+def instrument() -> None:
+    """Time Trainer.fit and .test, and each hook of each figure callback the run creates."""
+    pl.Trainer.fit = timed("fit", pl.Trainer.fit)
+    pl.Trainer.test = timed("test", pl.Trainer.test)
+    make_callbacks = denselab.train.instantiate_callbacks
+
+    def instantiate_timed(cfg):
+        callbacks = make_callbacks(cfg)
+        for callback in callbacks:
+            if isinstance(callback, FigureCallback):
+                for hook in HOOKS:
+                    label = f"figures:{type(callback).__name__}.{hook}"
+                    setattr(callback, hook, timed(label, getattr(callback, hook)))
+        return callbacks
+
+    denselab.train.instantiate_callbacks = instantiate_timed
+
+
+def run(overrides: list[str]) -> dict[str, float]:
+    seconds.clear()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        with initialize_config_module(config_module="denselab.conf", version_base="1.3"):
+            cfg = compose("config", overrides=[*DEFAULTS, f"tracking.uri={store}", *overrides])
+        denselab.train.train(cfg, Path(tmp) / "out")
+    return dict(seconds)
+
+
+def report(title: str, times: dict[str, float]) -> None:
+    figure_total = sum(v for k, v in times.items() if k.startswith("figures:"))
+    in_test = sum(v for k, v in times.items() if k.endswith("on_test_end"))
+    fit_without = times["fit"] - (figure_total - in_test)
+    print(f"\n{title}")
+    for name, value in sorted(times.items()):
+        if name.startswith("figures:") and value >= 0.005:
+            print(f"  {name[8:]:<40} {value:7.2f} s")
+    print(f"  fit {times['fit']:.1f} s, test {times['test']:.1f} s")
+    if figure_total:
+        print(
+            f"  figures: {figure_total:.1f} s in all = {figure_total / fit_without:.1%} of the "
+            f"fit time without them ({fit_without:.1f} s)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--compare", action="store_true", help="also train with callbacks=none")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_epochs=10")
+    args = parser.parse_args()
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    register_schemas()
+    instrument()
+
+    with_figures = run(args.overrides)
+    report("With figures (callbacks=default)", with_figures)
+    if args.compare:
+        without = run([*args.overrides, "callbacks=none"])
+        report("Without figures (callbacks=none)", without)
+        extra = with_figures["fit"] + with_figures["test"] - without["fit"] - without["test"]
+        print(f"\nfit + test: {extra:+.1f} s with figures ({extra / without['fit']:+.1%} of fit time)")
+
+
+if __name__ == "__main__":
+    main()
