@@ -279,7 +279,7 @@ class TypicalExamples(FigureCallback):
         run = self.artifacts(trainer)
         typical = analysis.typical_indices(probs)
         titles = [
-            f"{names[k]}\np = {probs[i, k]:.3f}" + ("" if targets[i] == k else f" (a {names[targets[i]]})")
+            f"{names[k]}\np = {probs[i, k]:.3f}" + ("" if targets[i] == k else f"\nbut a {names[targets[i]]}")
             for k, i in enumerate(typical)
         ]
         images = np.stack([image(i) for i in typical])
