@@ -17,6 +17,9 @@ from omegaconf import MISSING, DictConfig
 from denselab.errors import ConfigError
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
+SPLITS = ("train", "val", "test")
+# Callback settings that count something: each must be at least 1.
+CALLBACK_COUNTS = ("per_class", "top_k", "hidden_units", "mistakes", "every_n_epochs")
 LOSSES = ("cross_entropy", "mse")
 
 
@@ -122,6 +125,59 @@ class TrackingSchema:
 
 
 @dataclass
+class ClassSamplesSchema:
+    _target_: str = "denselab.callbacks.ClassSamples"
+    per_class: int = 10
+    seed: int = 0
+
+
+@dataclass
+class ConfusionMatrixSchema:
+    _target_: str = "denselab.callbacks.ConfusionMatrix"
+    splits: List[str] = field(default_factory=lambda: ["val", "test"])
+    top_k: int = 5
+
+
+@dataclass
+class WeightImagesSchema:
+    _target_: str = "denselab.callbacks.WeightImages"
+    hidden_units: int = 16
+    # None: an image every epoch up to 20 epochs, then about 20 images in all.
+    every_n_epochs: Optional[int] = None
+
+
+@dataclass
+class TypicalExamplesSchema:
+    _target_: str = "denselab.callbacks.TypicalExamples"
+    splits: List[str] = field(default_factory=lambda: ["train", "val", "test"])
+    mistakes: int = 16
+
+
+@dataclass
+class TrainingCurvesSchema:
+    _target_: str = "denselab.callbacks.TrainingCurves"
+
+
+@dataclass
+class ClassMetricsSchema:
+    _target_: str = "denselab.callbacks.ClassMetrics"
+    splits: List[str] = field(default_factory=lambda: ["test"])
+
+
+@dataclass
+class FiguresSchema:
+    """The figure callbacks; each may be null (off). A closed set: a misspelt name fails
+    while composing instead of silently drawing nothing."""
+
+    class_samples: Optional[ClassSamplesSchema] = None
+    confusion_matrix: Optional[ConfusionMatrixSchema] = None
+    weight_images: Optional[WeightImagesSchema] = None
+    typical_examples: Optional[TypicalExamplesSchema] = None
+    training_curves: Optional[TrainingCurvesSchema] = None
+    class_metrics: Optional[ClassMetricsSchema] = None
+
+
+@dataclass
 class RunSchema:
     """The top level. Groups are typed by their own schemas, so they are ``Any`` here."""
 
@@ -148,6 +204,7 @@ def register_schemas() -> None:
     cs.store(group="schema/optimizer", name="rmsprop", node=RMSpropSchema)
     cs.store(group="schema/optimizer", name="adam", node=AdamSchema)
     cs.store(group="schema/tracking", name="mlflow", node=TrackingSchema)
+    cs.store(group="schema/callbacks", name="figures", node=FiguresSchema)
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -207,3 +264,23 @@ def validate_config(cfg: DictConfig) -> None:
     max_epochs = trainer.get("max_epochs")
     if not isinstance(max_epochs, int) or max_epochs < 1:
         raise ConfigError(f"trainer.max_epochs must be a positive integer (got {max_epochs}).")
+
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        if callback:
+            _validate_callback(name, callback)
+
+
+def _validate_callback(name: str, callback: DictConfig) -> None:
+    for key in CALLBACK_COUNTS:
+        value = callback.get(key)
+        if value is not None and value < 1:
+            raise ConfigError(
+                f"callbacks.{name}.{key} must be a positive integer (got {value}); "
+                f"set it to 1 or more, or callbacks.{name}=null to switch the figure off."
+            )
+    splits = callback.get("splits")
+    if splits is not None and (not splits or any(s not in SPLITS for s in splits)):
+        raise ConfigError(
+            f"callbacks.{name}.splits must name one or more of {', '.join(SPLITS)} "
+            f"(got {list(splits)}); use e.g. callbacks.{name}.splits=[val,test]."
+        )
