@@ -24,7 +24,6 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
-import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
@@ -102,20 +101,9 @@ def split_predictions(trainer: pl.Trainer, pl_module: pl.LightningModule, split:
     return shared.by_split[split]
 
 
-@torch.no_grad()
 def predict(pl_module: pl.LightningModule, split: Split, batch_size: int) -> Predictions:
-    """Class probabilities of ``split`` in eval mode, in batches on the module's device."""
-    was_training = pl_module.training
-    pl_module.eval()
-    try:
-        probs = torch.cat(
-            [
-                pl_module(split.x[start : start + batch_size].to(pl_module.device)).softmax(dim=1).cpu()
-                for start in range(0, len(split), batch_size)
-            ]
-        )
-    finally:
-        pl_module.train(was_training)
+    """Class probabilities of ``split`` from the current weights, on the CPU."""
+    probs = pl_module.predict_logits(split.x, batch_size).softmax(dim=1).cpu()
     return Predictions(probs, split.y)
 
 
@@ -158,7 +146,7 @@ class SplitFigureCallback(FigureCallback):
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         for split in self.splits:
-            if split != "test":
+            if split != "test" and split in trainer.datamodule.splits:
                 self.draw(trainer, pl_module, split)
 
     @rank_zero_only
@@ -252,7 +240,8 @@ class TypicalExamples(FigureCallback):
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if "test" not in self.splits:
+        # Without a test split (all test labels hidden) no test loop runs: draw now.
+        if "test" not in self.splits or "test" not in trainer.datamodule.splits:
             self.draw(trainer, pl_module)
 
     @rank_zero_only
@@ -261,16 +250,17 @@ class TypicalExamples(FigureCallback):
             self.draw(trainer, pl_module)
 
     def draw(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        parts = [as_numpy(split_predictions(trainer, pl_module, split)) for split in self.splits]
+        splits = [s for s in self.splits if s in trainer.datamodule.splits]
+        parts = [as_numpy(split_predictions(trainer, pl_module, split)) for split in splits]
         probs = np.concatenate([p for p, _ in parts])
         targets = np.concatenate([t for _, t in parts])
         starts = np.cumsum([0] + [len(t) for _, t in parts])
         names = list(pl_module.class_names)
-        where = " + ".join(self.splits)
+        where = " + ".join(splits)
 
         def locate(i: int) -> tuple[str, int]:
             part = int(np.searchsorted(starts, i, side="right")) - 1
-            return self.splits[part], int(i - starts[part])
+            return splits[part], int(i - starts[part])
 
         def image(i: int) -> np.ndarray:
             split, index = locate(i)

@@ -126,42 +126,42 @@ class TrackingSchema:
 
 @dataclass
 class ClassSamplesSchema:
-    _target_: str = "denselab.callbacks.ClassSamples"
-    per_class: int = 10
-    seed: int = 0
+    _target_: str = MISSING
+    per_class: int = MISSING
+    seed: int = MISSING
 
 
 @dataclass
 class ConfusionMatrixSchema:
-    _target_: str = "denselab.callbacks.ConfusionMatrix"
-    splits: List[str] = field(default_factory=lambda: ["val", "test"])
-    top_k: int = 5
+    _target_: str = MISSING
+    splits: List[str] = MISSING
+    top_k: int = MISSING
 
 
 @dataclass
 class WeightImagesSchema:
-    _target_: str = "denselab.callbacks.WeightImages"
-    hidden_units: int = 16
+    _target_: str = MISSING
+    hidden_units: int = MISSING
     # None: an image every epoch up to 20 epochs, then about 20 images in all.
-    every_n_epochs: Optional[int] = None
+    every_n_epochs: Optional[int] = MISSING
 
 
 @dataclass
 class TypicalExamplesSchema:
-    _target_: str = "denselab.callbacks.TypicalExamples"
-    splits: List[str] = field(default_factory=lambda: ["train", "val", "test"])
-    mistakes: int = 16
+    _target_: str = MISSING
+    splits: List[str] = MISSING
+    mistakes: int = MISSING
 
 
 @dataclass
 class TrainingCurvesSchema:
-    _target_: str = "denselab.callbacks.TrainingCurves"
+    _target_: str = MISSING
 
 
 @dataclass
 class ClassMetricsSchema:
-    _target_: str = "denselab.callbacks.ClassMetrics"
-    splits: List[str] = field(default_factory=lambda: ["test"])
+    _target_: str = MISSING
+    splits: List[str] = MISSING
 
 
 @dataclass
