@@ -13,6 +13,8 @@ from helpers import MNIST_FILES, console_script, mlflow_server, run_cli, write_m
 from mlflow import MlflowClient
 
 QUIET = ["trainer.enable_progress_bar=false"]
+# Figures have tests of their own; runs that test something else skip them for speed.
+NO_FIGURES = ["callbacks=none"]
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path):
@@ -80,7 +82,8 @@ def test_unreachable_tracking_server_is_named(tmp_path, mnist_dir):
 
 def test_multirun_makes_one_finished_run_per_job_in_one_experiment(tmp_path, mnist_dir):
     result = run_cli(
-        ["-m", f"data.dir={mnist_dir}", "data.mirrors=[]", "trainer.max_epochs=1", "seed=0,1", *QUIET],
+        ["-m", f"data.dir={mnist_dir}", "data.mirrors=[]", "trainer.max_epochs=1", "seed=0,1",
+         *QUIET, *NO_FIGURES],  # fmt: skip
         tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -92,7 +95,7 @@ def test_multirun_makes_one_finished_run_per_job_in_one_experiment(tmp_path, mni
 
 
 def test_ctrl_c_ends_the_run_killed(tmp_path, mnist_dir):
-    args = [f"data.dir={mnist_dir}", "data.mirrors=[]", "trainer.max_epochs=100000", *QUIET]
+    args = [f"data.dir={mnist_dir}", "data.mirrors=[]", "trainer.max_epochs=100000", *QUIET, *NO_FIGURES]
     proc = subprocess.Popen(
         [console_script(), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -130,7 +133,8 @@ def test_end_to_end_on_real_fashion_mnist(tmp_path):
 def test_runs_reach_an_mlflow_server(tmp_path, mnist_dir):
     with mlflow_server(tmp_path / "server") as url:
         result = run_cli(
-            [f"data.dir={mnist_dir}", "data.mirrors=[]", "trainer.max_epochs=1", f"tracking.uri={url}", *QUIET],
+            [f"data.dir={mnist_dir}", "data.mirrors=[]", "trainer.max_epochs=1",
+             f"tracking.uri={url}", *QUIET, *NO_FIGURES],  # fmt: skip
             tmp_path,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
