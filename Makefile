@@ -11,7 +11,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 UI_PORT ?= 5000
 
-.PHONY: install train test ui bench clean
+.PHONY: install train test lint ui bench clean
 
 install: $(VENV)/.installed
 
@@ -24,8 +24,11 @@ $(VENV)/.installed: pyproject.toml
 train: install
 	$(BIN)/denselab-train $(ARGS)
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests bench
 
 ui: install
 	mkdir -p mlruns

@@ -102,16 +102,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="best of N epochs per path")
     parser.add_argument("--images", type=int, default=48_000)
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch threads; 1 keeps the timing steady on a small shared machine",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images:,} images")
-    print(f"{'batch':>6} {'handwritten s':>14} {'denselab s':>11} {'ratio':>6} {'goal':>6} {'overhead/step':>14}")
+    print(
+        f"{'batch':>6} {'handwritten s':>14} {'denselab s':>11} {'ratio':>6} {'goal':>6} "
+        f"{'overhead/step':>14}"
+    )
     goals = {32: 1.6, 128: 1.25}
     for batch_size in args.batch_sizes:
         cfg = compose_config(batch_size)

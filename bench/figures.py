@@ -28,7 +28,14 @@ import denselab.train
 from denselab.callbacks import FigureCallback
 from denselab.config import register_schemas
 
-HOOKS = ("setup", "on_fit_start", "on_train_start", "on_train_epoch_end", "on_fit_end", "on_test_end")
+HOOKS = (
+    "setup",
+    "on_fit_start",
+    "on_train_start",
+    "on_train_epoch_end",
+    "on_fit_end",
+    "on_test_end",
+)
 DEFAULTS = [
     "data=fashion_mnist",
     "data.dir=/usr/share/datasets/fashion-mnist",
@@ -94,13 +101,20 @@ def report(title: str, times: dict[str, float]) -> None:
     for name, value in sorted(times.items()):
         if name.startswith("figures:") and value >= 0.005:
             print(f"  {name[8:]:<40} {value:7.2f} s")
-    print(f"  fit {times['fit']:.1f} s, test {times['test']:.1f} s, figures {figure_seconds(times):.1f} s")
+    print(
+        f"  fit {times['fit']:.1f} s, test {times['test']:.1f} s, "
+        f"figures {figure_seconds(times):.1f} s"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--compare", action="store_true", help="also train with callbacks=none")
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each kind; the fastest fit counts")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs of each kind; the fastest fit counts"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_epochs=10")
     args = parser.parse_args()
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
@@ -118,11 +132,19 @@ def main() -> None:
     with_figures = min(runs["default"], key=lambda t: t["fit"])
     report("With figures (callbacks=default), fastest run", with_figures)
     if args.compare:
-        report("Without figures (callbacks=none), fastest run", min(runs["none"], key=lambda t: t["fit"]))
+        report(
+            "Without figures (callbacks=none), fastest run",
+            min(runs["none"], key=lambda t: t["fit"]),
+        )
     fit = min(bare_fit(t) for kind in runs.values() for t in kind)
     spent = figure_seconds(with_figures)
-    print(f"\nfigures: {spent:.1f} s = {spent / fit:.1%} of the fit time without them ({fit:.1f} s)")
-    print("fit seconds of each run:", {kind: [round(t["fit"], 1) for t in ts] for kind, ts in runs.items() if ts})
+    print(
+        f"\nfigures: {spent:.1f} s = {spent / fit:.1%} of the fit time without them ({fit:.1f} s)"
+    )
+    print(
+        "fit seconds of each run:",
+        {kind: [round(t["fit"], 1) for t in ts] for kind, ts in runs.items() if ts},
+    )
 
 
 if __name__ == "__main__":

@@ -62,11 +62,18 @@ def only_run(uri: str, experiment: str = "mnist"):
 
 
 def fashion_mnist_or_skip() -> Path:
-    if all((FASHION_DIR / f).is_file() for f in (
-        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
-    )):  # fmt: skip
+    if all(
+        (FASHION_DIR / f).is_file()
+        for f in (
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        )
+    ):
         return FASHION_DIR
     if os.environ.get("CI"):
         pytest.fail("CI must install Debian's dataset-fashion-mnist (see .ci/run).")
-    pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+    pytest.skip(
+        "Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)"
+    )

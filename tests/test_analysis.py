@@ -35,7 +35,11 @@ def test_confusion_counts_equal_a_direct_count(predictions):
 def test_confusion_frame_names_rows_true_and_columns_predicted():
     counts = analysis.confusion_counts(np.array([0, 0, 1]), np.array([1, 1, 1]), 2)
     frame = analysis.confusion_frame(counts, ["cat", "dog"])
-    assert frame.loc["cat", "dog"] == 2 and frame.loc["dog", "dog"] == 1 and frame.loc["cat", "cat"] == 0
+    assert (
+        frame.loc["cat", "dog"] == 2
+        and frame.loc["dog", "dog"] == 1
+        and frame.loc["cat", "cat"] == 0
+    )
 
 
 def test_most_confused_pairs_are_the_largest_off_diagonal_cells(predictions):
@@ -127,6 +131,8 @@ def test_class_samples_are_random_members_of_each_class():
     assert all(np.array_equal(a, b) for a, b in zip(samples, again))
 
 
-@pytest.mark.parametrize("max_epochs, every", [(1, 1), (10, 1), (20, 1), (21, 2), (100, 5), (-1, 1)])
+@pytest.mark.parametrize(
+    "max_epochs, every", [(1, 1), (10, 1), (20, 1), (21, 2), (100, 5), (-1, 1)]
+)
 def test_image_series_is_every_epoch_for_short_runs(max_epochs, every):
     assert analysis.image_series_every(max_epochs) == every

@@ -19,16 +19,34 @@ from denselab.model import MLPClassifier
 from denselab.train import instantiate_callbacks, train
 
 FIGURES = {
-    "class_samples", "confusion_matrix_val", "confusion_matrix_test", "first_layer_weights",
-    "training_curves", "typical_examples", "confident_mistakes",
-}  # fmt: skip
+    "class_samples",
+    "confusion_matrix_val",
+    "confusion_matrix_test",
+    "first_layer_weights",
+    "training_curves",
+    "typical_examples",
+    "confident_mistakes",
+}
 TABLES = {
-    "confusion_matrix_val.csv", "confusion_matrix_test.csv", "most_confused_val.json",
-    "most_confused_test.json", "confident_mistakes.json", "class_metrics_test.json",
-}  # fmt: skip
+    "confusion_matrix_val.csv",
+    "confusion_matrix_test.csv",
+    "most_confused_val.json",
+    "most_confused_test.json",
+    "confident_mistakes.json",
+    "class_metrics_test.json",
+}
 FASHION_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def artifact_files(client: MlflowClient, run_id: str, folder: str) -> set[str]:
@@ -63,7 +81,12 @@ def test_a_default_run_logs_every_figure_and_table(
 ):
     # A weak start (small lr) so that the test split keeps some mistakes to show.
     cfg = compose_cfg(
-        [*fixture_overrides, "trainer.max_epochs=3", "optimizer.lr=0.003", "callbacks.weight_images.every_n_epochs=2"]
+        [
+            *fixture_overrides,
+            "trainer.max_epochs=3",
+            "optimizer.lr=0.003",
+            "callbacks.weight_images.every_n_epochs=2",
+        ]
     )
     metrics = train(cfg, tmp_path / "out")
     client, run = only_run(store_uri)  # one run: no figure went to a second, fluent one
@@ -75,7 +98,9 @@ def test_a_default_run_logs_every_figure_and_table(
     assert artifact_files(client, run_id, "figures") == {f"{name}.png" for name in FIGURES}
     assert TABLES <= artifact_files(client, run_id, "tables")
     for name in FIGURES:
-        pixels = np.asarray(Image.open(download(client, run_id, f"figures/{name}.png", tmp_path)).convert("RGB"))
+        pixels = np.asarray(
+            Image.open(download(client, run_id, f"figures/{name}.png", tmp_path)).convert("RGB")
+        )
         height, width = pixels.shape[:2]
         assert 250 <= height <= 2500 and 300 <= width <= 2500, (name, pixels.shape)
         assert pixels.var() > 0, name
@@ -86,11 +111,12 @@ def test_a_default_run_logs_every_figure_and_table(
     tile = np.asarray(Image.open(download(client, run_id, series[0], tmp_path)))
     assert tile.ndim == 3 and tile.var() > 0
 
-
     def table(name: str) -> pd.DataFrame:
         return read_table(download(client, run_id, f"tables/{name}.json", tmp_path))
 
-    counts = pd.read_csv(download(client, run_id, "tables/confusion_matrix_test.csv", tmp_path), index_col=0)
+    counts = pd.read_csv(
+        download(client, run_id, "tables/confusion_matrix_test.csv", tmp_path), index_col=0
+    )
     counts.index = counts.index.astype(str)
     assert list(counts.index) == [str(d) for d in range(10)] == list(counts.columns)
     assert counts.to_numpy().sum() == 200
@@ -105,7 +131,9 @@ def test_a_default_run_logs_every_figure_and_table(
     class_metrics = table("class_metrics_test")
     assert list(class_metrics.columns) == ["class", "precision", "recall", "f1", "support"]
     diagonal = np.diag(counts.to_numpy())
-    assert class_metrics["recall"].to_numpy() == pytest.approx(diagonal / counts.to_numpy().sum(axis=1))
+    assert class_metrics["recall"].to_numpy() == pytest.approx(
+        diagonal / counts.to_numpy().sum(axis=1)
+    )
 
     mistakes = table("confident_mistakes")
     assert 1 <= len(mistakes) <= 16 and (mistakes["true"] != mistakes["predicted"]).all()
@@ -119,23 +147,39 @@ def test_callbacks_none_or_null_switch_figures_off(compose_cfg):
         return {type(c).__name__ for c in instantiate_callbacks(compose_cfg(overrides).callbacks)}
 
     assert kinds([]) == {
-        "ClassSamples", "ConfusionMatrix", "WeightImages", "TypicalExamples", "TrainingCurves", "ClassMetrics",
-    }  # fmt: skip
+        "ClassSamples",
+        "ConfusionMatrix",
+        "WeightImages",
+        "TypicalExamples",
+        "TrainingCurves",
+        "ClassMetrics",
+    }
     assert "TypicalExamples" not in kinds(["callbacks.typical_examples=null"])
     assert kinds(["callbacks=none"]) == set()
 
 
 def test_callback_settings_reach_the_callbacks(compose_cfg):
-    cfg = compose_cfg(["callbacks.weight_images.hidden_units=4", "callbacks.confusion_matrix.splits=[test]", "seed=7"])
+    cfg = compose_cfg(
+        [
+            "callbacks.weight_images.hidden_units=4",
+            "callbacks.confusion_matrix.splits=[test]",
+            "seed=7",
+        ]
+    )
     made = {type(c).__name__: c for c in instantiate_callbacks(cfg.callbacks)}
     assert made["WeightImages"].hidden_units == 4 and made["WeightImages"].every_n_epochs is None
     assert made["ConfusionMatrix"].splits == ("test",) and made["ConfusionMatrix"].top_k == 5
     assert made["ClassSamples"].seed == 7
 
 
-def test_bad_callback_settings_stop_before_any_run(compose_cfg, fixture_overrides, store_uri, tmp_path):
+def test_bad_callback_settings_stop_before_any_run(
+    compose_cfg, fixture_overrides, store_uri, tmp_path
+):
     cfg = compose_cfg([*fixture_overrides, "callbacks.weight_images.every_n_epochs=-2"])
-    with pytest.raises(ConfigError, match=r"callbacks.weight_images.every_n_epochs must be a positive integer \(got -2\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"callbacks.weight_images.every_n_epochs must be a positive integer \(got -2\)",
+    ):
         train(cfg, tmp_path / "out")
     assert MlflowClient(store_uri).get_experiment_by_name("mnist") is None
 
@@ -148,13 +192,22 @@ def test_figure_callbacks_need_an_mlflow_run():
         callbacks.TrainingCurves().setup(trainer, None, "fit")
 
 
-def test_multinomial_weights_on_fashion_mnist_look_like_their_class(compose_cfg, store_uri, tmp_path):
+def test_multinomial_weights_on_fashion_mnist_look_like_their_class(
+    compose_cfg, store_uri, tmp_path
+):
     fashion = fashion_mnist_or_skip()
     cfg = compose_cfg(
-        ["experiment=course_multinomial", "data=fashion_mnist", f"data.dir={fashion}", "data.mirrors=[]",
-         f"tracking.uri={store_uri}", "trainer.enable_progress_bar=false",
-         "trainer.max_epochs=1", "data.batch_size=256"]
-    )  # fmt: skip
+        [
+            "experiment=course_multinomial",
+            "data=fashion_mnist",
+            f"data.dir={fashion}",
+            "data.mirrors=[]",
+            f"tracking.uri={store_uri}",
+            "trainer.enable_progress_bar=false",
+            "trainer.max_epochs=1",
+            "data.batch_size=256",
+        ]
+    )
     train(cfg, tmp_path / "out")
     client, run = only_run(store_uri, "fashion_mnist")
     assert "first_layer_weights.png" in artifact_files(client, run.info.run_id, "figures")

@@ -27,8 +27,11 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
 def test_python_dash_m_is_the_same_entry_point(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "denselab.train", "--cfg", "job"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "MNISTDataModule" in result.stdout
 
@@ -82,8 +85,15 @@ def test_unreachable_tracking_server_is_named(tmp_path, mnist_dir):
 
 def test_multirun_makes_one_finished_run_per_job_in_one_experiment(tmp_path, mnist_dir):
     result = run_cli(
-        ["-m", f"data.dir={mnist_dir}", "data.mirrors=[]", "trainer.max_epochs=1", "seed=0,1",
-         *QUIET, *NO_FIGURES],  # fmt: skip
+        [
+            "-m",
+            f"data.dir={mnist_dir}",
+            "data.mirrors=[]",
+            "trainer.max_epochs=1",
+            "seed=0,1",
+            *QUIET,
+            *NO_FIGURES,
+        ],
         tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -95,9 +105,19 @@ def test_multirun_makes_one_finished_run_per_job_in_one_experiment(tmp_path, mni
 
 
 def test_ctrl_c_ends_the_run_killed(tmp_path, mnist_dir):
-    args = [f"data.dir={mnist_dir}", "data.mirrors=[]", "trainer.max_epochs=100000", *QUIET, *NO_FIGURES]
+    args = [
+        f"data.dir={mnist_dir}",
+        "data.mirrors=[]",
+        "trainer.max_epochs=100000",
+        *QUIET,
+        *NO_FIGURES,
+    ]
     proc = subprocess.Popen(
-        [console_script(), *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [console_script(), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     try:
@@ -123,7 +143,9 @@ def test_end_to_end_on_real_fashion_mnist(tmp_path):
     client, run = only_run(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "fashion_mnist")
     assert run.info.status == "FINISHED"
     metrics = run.data.metrics
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss"} <= set(metrics)
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss"} <= set(
+        metrics
+    )
     assert metrics["test/acc"] >= 0.80
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train/acc")] == [0, 1]
     assert run.data.params["params_total"] == "101770"
@@ -133,8 +155,14 @@ def test_end_to_end_on_real_fashion_mnist(tmp_path):
 def test_runs_reach_an_mlflow_server(tmp_path, mnist_dir):
     with mlflow_server(tmp_path / "server") as url:
         result = run_cli(
-            [f"data.dir={mnist_dir}", "data.mirrors=[]", "trainer.max_epochs=1",
-             f"tracking.uri={url}", *QUIET, *NO_FIGURES],  # fmt: skip
+            [
+                f"data.dir={mnist_dir}",
+                "data.mirrors=[]",
+                "trainer.max_epochs=1",
+                f"tracking.uri={url}",
+                *QUIET,
+                *NO_FIGURES,
+            ],
             tmp_path,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -19,7 +19,9 @@ def test_defaults_are_the_course_mnist_run(compose_cfg):
     assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.nesterov) == (0.01, 0.9, True)
     assert cfg.trainer.max_epochs == 10 and cfg.trainer.accelerator == "auto"
     assert cfg.data.seed == cfg.seed
-    assert cfg.callbacks.weight_images.hidden_units == 16 and cfg.callbacks.confusion_matrix.top_k == 5
+    assert (
+        cfg.callbacks.weight_images.hidden_units == 16 and cfg.callbacks.confusion_matrix.top_k == 5
+    )
     validate_config(cfg)
 
 
@@ -75,13 +77,34 @@ def test_unknown_group_option_is_refused(compose_cfg):
         ("model.loss=hinge", "model.loss must be one of"),
         ("trainer.max_epochs=0", "trainer.max_epochs must be a positive integer"),
         ("optimizer.momentum=0", "nesterov=true needs optimizer.momentum > 0"),
-        ("callbacks.weight_images.hidden_units=0", "callbacks.weight_images.hidden_units must be a positive integer"),
-        ("callbacks.weight_images.every_n_epochs=-1", "callbacks.weight_images.every_n_epochs must be a positive"),
-        ("callbacks.confusion_matrix.top_k=-5", "callbacks.confusion_matrix.top_k must be a positive integer"),
-        ("callbacks.typical_examples.mistakes=0", "callbacks.typical_examples.mistakes must be a positive"),
-        ("callbacks.class_samples.per_class=0", "callbacks.class_samples.per_class must be a positive"),
-        ("callbacks.typical_examples.splits=[]", "callbacks.typical_examples.splits must name one or more"),
-        ("callbacks.confusion_matrix.splits=[val,tset]", "callbacks.confusion_matrix.splits must name one or more"),
+        (
+            "callbacks.weight_images.hidden_units=0",
+            "callbacks.weight_images.hidden_units must be a positive integer",
+        ),
+        (
+            "callbacks.weight_images.every_n_epochs=-1",
+            "callbacks.weight_images.every_n_epochs must be a positive",
+        ),
+        (
+            "callbacks.confusion_matrix.top_k=-5",
+            "callbacks.confusion_matrix.top_k must be a positive integer",
+        ),
+        (
+            "callbacks.typical_examples.mistakes=0",
+            "callbacks.typical_examples.mistakes must be a positive",
+        ),
+        (
+            "callbacks.class_samples.per_class=0",
+            "callbacks.class_samples.per_class must be a positive",
+        ),
+        (
+            "callbacks.typical_examples.splits=[]",
+            "callbacks.typical_examples.splits must name one or more",
+        ),
+        (
+            "callbacks.confusion_matrix.splits=[val,tset]",
+            "callbacks.confusion_matrix.splits must name one or more",
+        ),
     ],
 )
 def test_ranges_and_choices_are_checked(compose_cfg, override, words):

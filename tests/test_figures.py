@@ -16,10 +16,24 @@ from denselab import analysis, figures
 
 DIGITS = [str(d) for d in range(10)]
 FLOWERS = [
-    "Daffodil", "Snowdrop", "Lily Valley", "Bluebell", "Crocus", "Iris", "Tigerlily", "Tulip",
-    "Fritillary", "Sunflower", "Daisy", "Colts' Foot", "Dandelion", "Cowslip", "Buttercup",
-    "Windflower", "Pansy",
-]  # fmt: skip
+    "Daffodil",
+    "Snowdrop",
+    "Lily Valley",
+    "Bluebell",
+    "Crocus",
+    "Iris",
+    "Tigerlily",
+    "Tulip",
+    "Fritillary",
+    "Sunflower",
+    "Daisy",
+    "Colts' Foot",
+    "Dandelion",
+    "Cowslip",
+    "Buttercup",
+    "Windflower",
+    "Pansy",
+]
 # (class names, one input image's shape): MNIST and the course's 64x64 RGB Flowers.
 DATASETS = {"mnist": (DIGITS, (28, 28)), "flowers": (FLOWERS, (64, 64, 3))}
 
@@ -45,21 +59,37 @@ def all_figures(names, shape):
     wrong = analysis.confident_mistakes(probs, targets, 16)
     predicted = probs.argmax(axis=1)
     history = pd.DataFrame(
-        {"train/loss": [1.0, 0.5, 0.3], "val/loss": [1.1, 0.7, 0.6], "train/acc": [0.6, 0.8, 0.9], "val/acc": [0.5, 0.7, 0.75]}
+        {
+            "train/loss": [1.0, 0.5, 0.3],
+            "val/loss": [1.1, 0.7, 0.6],
+            "train/acc": [0.6, 0.8, 0.9],
+            "val/acc": [0.5, 0.7, 0.75],
+        }
     )
     samples = [images[idx] for idx in analysis.class_sample_indices(targets, 10, len(names))]
     return {
-        "confusion": lambda: figures.confusion_figure(counts, names, "Confusion matrix, test split"),
-        "weights": lambda: figures.weights_figure(analysis.weight_tiles(weights, shape), names, "Weights"),
+        "confusion": lambda: figures.confusion_figure(
+            counts, names, "Confusion matrix, test split"
+        ),
+        "weights": lambda: figures.weights_figure(
+            analysis.weight_tiles(weights, shape), names, "Weights"
+        ),
         "typical": lambda: figures.examples_figure(
-            images[typical], [f"{n}\np = {probs[i, k]:.3f}" for k, (n, i) in enumerate(zip(names, typical))], "Typical"
+            images[typical],
+            [f"{n}\np = {probs[i, k]:.3f}" for k, (n, i) in enumerate(zip(names, typical))],
+            "Typical",
         ),
         "mistakes": lambda: figures.examples_figure(
             images[wrong],
-            [f"{names[targets[i]]}\n-> {names[predicted[i]]}\np = {probs[i, predicted[i]]:.3f}" for i in wrong],
+            [
+                f"{names[targets[i]]}\n-> {names[predicted[i]]}\np = {probs[i, predicted[i]]:.3f}"
+                for i in wrong
+            ],
             "Most confident mistakes",
         ),
-        "samples": lambda: figures.class_samples_figure(samples, names, "10 random training images of each class"),
+        "samples": lambda: figures.class_samples_figure(
+            samples, names, "10 random training images of each class"
+        ),
         "curves": lambda: figures.curves_figure(history, "Training curves"),
     }
 
@@ -74,8 +104,10 @@ def drawn_tick_labels(ax):
     """The tick labels an axes shows: those of ticks inside its view limits."""
     for axis in (ax.xaxis, ax.yaxis):
         low, high = sorted(axis.get_view_interval())
-        pairs = [*zip(axis.get_majorticklocs(), axis.get_majorticklabels()),
-                 *zip(axis.get_minorticklocs(), axis.get_minorticklabels())]  # fmt: skip
+        pairs = [
+            *zip(axis.get_majorticklocs(), axis.get_majorticklabels()),
+            *zip(axis.get_minorticklocs(), axis.get_minorticklabels()),
+        ]
         slack = (high - low) * 1e-6
         yield from (label for loc, label in pairs if low - slack <= loc <= high + slack)
 
@@ -133,7 +165,11 @@ def test_weight_colours_are_green_positive_purple_negative_white_at_zero():
     assert negative[0] > negative[1] and negative[2] > negative[1]  # purple
     assert zero == pytest.approx(np.array(to_rgb("white")), abs=0.04)
     assert image.shape == (1 + 4 + 1, 1 + 4 + 1 + 4 + 1, 3)  # two tiles in a row, 1-pixel gaps
-    assert figures.weights_mosaic(np.zeros((10, 28, 28))).shape == (3 * 59, 3 * 146, 3)  # 5 x 2, zoom 3
+    assert figures.weights_mosaic(np.zeros((10, 28, 28))).shape == (
+        3 * 59,
+        3 * 146,
+        3,
+    )  # 5 x 2, zoom 3
 
 
 def test_rgb_weight_tiles_say_how_they_were_scaled():
@@ -141,7 +177,9 @@ def test_rgb_weight_tiles_say_how_they_were_scaled():
     fig = figures.weights_figure(analysis.weight_tiles(weights, (64, 64, 3)), FLOWERS, "Weights")
     texts = [t.get_text() for t in fig.findobj(Text)]
     assert figures.RGB_NOTE in texts
-    grey = figures.weights_figure(analysis.weight_tiles(weights[:, :784], (28, 28)), FLOWERS, "Weights")
+    grey = figures.weights_figure(
+        analysis.weight_tiles(weights[:, :784], (28, 28)), FLOWERS, "Weights"
+    )
     assert figures.RGB_NOTE not in [t.get_text() for t in grey.findobj(Text)]
 
 

@@ -121,10 +121,16 @@ def test_one_epoch_through_the_console_script(flowers_src, tmp_path, store_uri):
     for name in FILES:  # found on disk: no download
         shutil.copy2(flowers_src / name, data_dir)
     result = run_cli(
-        ["data=flowers17", f"data.dir={data_dir}", "data.mirrors=[]", "trainer.max_epochs=1",
-         f"tracking.uri={store_uri}", "trainer.enable_progress_bar=false"],
+        [
+            "data=flowers17",
+            f"data.dir={data_dir}",
+            "data.mirrors=[]",
+            "trainer.max_epochs=1",
+            f"tracking.uri={store_uri}",
+            "trainer.enable_progress_bar=false",
+        ],
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     client, run = only_run(store_uri, "flowers17")
@@ -277,9 +283,10 @@ def test_archive_missing_photos_is_refused(tmp_path, flowers_src):
     data_dir = tmp_path / "flowers17"
     data_dir.mkdir()
     shutil.copy2(flowers_src / "datasplits.mat", data_dir)
-    with tarfile.open(flowers_src / "17flowers.tgz") as full, tarfile.open(
-        data_dir / "17flowers.tgz", "w:gz"
-    ) as part:
+    with (
+        tarfile.open(flowers_src / "17flowers.tgz") as full,
+        tarfile.open(data_dir / "17flowers.tgz", "w:gz") as part,
+    ):
         for info in full.getmembers():
             if info.name != "jpg/image_0700.jpg":
                 part.addfile(info, full.extractfile(info) if info.isfile() else None)

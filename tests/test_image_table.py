@@ -101,12 +101,23 @@ def _set(column, row, value):
         (lambda f: f.drop(index=[0]), "holds 400 images but .* has 399 rows"),
         (None, "class 1 has several class_name values"),
         (lambda f: f.assign(**{"class": f["class"].where(f["class"] == "", "2")}), "at least two"),
-        (lambda f: f.assign(train_id=f["train_id"].replace("train", "valid")),
-         "no labelled rows with train_id train"),
+        (
+            lambda f: f.assign(train_id=f["train_id"].replace("train", "valid")),
+            "no labelled rows with train_id train",
+        ),
     ],
-    ids=["word-class", "fractional-class", "unknown-split", "duplicate-id", "missing-column",
-         "row-count", "two-names", "one-class", "no-train"],
-)  # fmt: skip
+    ids=[
+        "word-class",
+        "fractional-class",
+        "unknown-split",
+        "duplicate-id",
+        "missing-column",
+        "row-count",
+        "two-names",
+        "one-class",
+        "no-train",
+    ],
+)
 def test_bad_metadata_is_one_clear_sentence(table, change, words):
     csv, images, labels = table
     if change is None:  # give class 1 a second name on one of its rows
@@ -159,9 +170,15 @@ def test_training_scores_train_and_valid_and_logs_hidden_predictions(
 ):
     csv, images, labels = table
     cfg = compose_cfg(
-        ["data=image_table", f"data.csv={csv}", f"data.images={images}", "trainer.max_epochs=3",
-         f"tracking.uri={store_uri}", "trainer.enable_progress_bar=false"]
-    )  # fmt: skip
+        [
+            "data=image_table",
+            f"data.csv={csv}",
+            f"data.images={images}",
+            "trainer.max_epochs=3",
+            f"tracking.uri={store_uri}",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
     metrics = train(cfg, tmp_path / "out")
 
     client, run = only_run(store_uri, "image_table")

@@ -19,11 +19,18 @@ def run(*args, cwd=None) -> subprocess.CompletedProcess:
 
 def test_wheel_installed_elsewhere_finds_its_config(tmp_path):
     dist = tmp_path / "dist"
-    run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(REPO))
+    run(
+        sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(REPO)
+    )
     (wheel,) = dist.glob("denselab-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    sources = {f"denselab/{p.relative_to(REPO / 'src' / 'denselab')}" for p in (REPO / "src" / "denselab").rglob("*.py")}
-    configs = {f"denselab/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")}
+    sources = {
+        f"denselab/{p.relative_to(REPO / 'src' / 'denselab')}"
+        for p in (REPO / "src" / "denselab").rglob("*.py")
+    }
+    configs = {
+        f"denselab/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")
+    }
     assert sources | configs <= shipped, "add new packages to pyproject.toml's packages list"
 
     # A fresh venv holding only the wheel; its dependencies come from this environment's
@@ -33,12 +40,24 @@ def test_wheel_installed_elsewhere_finds_its_config(tmp_path):
     python = venv / "bin" / "python"
     purelib = run(str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
     (Path(purelib.stdout.strip()) / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    run(sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", str(wheel))
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        str(python),
+        "install",
+        "--no-deps",
+        "--no-index",
+        str(wheel),
+    )
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     located = run(str(python), "-c", "import denselab; print(denselab.__file__)", cwd=elsewhere)
     assert located.stdout.startswith(str(venv))
-    shown = run(str(venv / "bin" / "denselab-train"), "--cfg", "job", "data=fashion_mnist", cwd=elsewhere)
+    shown = run(
+        str(venv / "bin" / "denselab-train"), "--cfg", "job", "data=fashion_mnist", cwd=elsewhere
+    )
     assert "FashionMNISTDataModule" in shown.stdout and "torch.optim.SGD" in shown.stdout
     assert list(elsewhere.iterdir()) == []

@@ -46,7 +46,12 @@ def test_flatten_dots_nested_keys():
 
 @pytest.mark.parametrize(
     "raised, status",
-    [(None, "FINISHED"), (ValueError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED"), (SystemExit(1), "KILLED")],
+    [
+        (None, "FINISHED"),
+        (ValueError("boom"), "FAILED"),
+        (KeyboardInterrupt(), "KILLED"),
+        (SystemExit(1), "KILLED"),
+    ],
 )
 def test_every_run_ends_in_a_final_state(store_uri, raised, status):
     client = open_store(store_uri)

@@ -12,10 +12,20 @@ from mlflow import MlflowClient
 from denselab.errors import DataError
 from denselab.train import train
 
-METRICS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc"}
+METRICS = {
+    "train/loss",
+    "train/acc",
+    "val/loss",
+    "val/acc",
+    "val/acc_best",
+    "test/loss",
+    "test/acc",
+}
 
 
-def test_short_training_beats_chance_and_logs_everything(compose_cfg, fixture_overrides, store_uri, tmp_path):
+def test_short_training_beats_chance_and_logs_everything(
+    compose_cfg, fixture_overrides, store_uri, tmp_path
+):
     cfg = compose_cfg([*fixture_overrides, "trainer.max_epochs=3", "seed=1"])
     metrics = train(cfg, tmp_path / "out", overrides=["seed=1"])
 
@@ -40,7 +50,9 @@ def test_short_training_beats_chance_and_logs_everything(compose_cfg, fixture_ov
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
     assert "tables/accuracy_by_split.json" in artifacts
-    local = client.download_artifacts(run.info.run_id, "tables/accuracy_by_split.json", str(tmp_path))
+    local = client.download_artifacts(
+        run.info.run_id, "tables/accuracy_by_split.json", str(tmp_path)
+    )
     with open(local) as f:
         table = pd.DataFrame(**{k: v for k, v in json.load(f).items() if k in ("columns", "data")})
     assert list(table["split"]) == ["train", "val", "test"]
@@ -53,7 +65,11 @@ def test_short_training_beats_chance_and_logs_everything(compose_cfg, fixture_ov
 
 def test_data_error_ends_the_run_failed(compose_cfg, store_uri, tmp_path):
     cfg = compose_cfg(
-        [f"data.dir={tmp_path / 'empty'}", "data.mirrors=[http://127.0.0.1:9/]", f"tracking.uri={store_uri}"]
+        [
+            f"data.dir={tmp_path / 'empty'}",
+            "data.mirrors=[http://127.0.0.1:9/]",
+            f"tracking.uri={store_uri}",
+        ]
     )
     with pytest.raises(DataError, match="could not be downloaded"):
         train(cfg, tmp_path / "out")
@@ -62,11 +78,19 @@ def test_data_error_ends_the_run_failed(compose_cfg, store_uri, tmp_path):
     assert "DataError" in run.data.tags["error"]
 
 
-def test_multinomial_model_and_other_losses_train(compose_cfg, fixture_overrides, store_uri, tmp_path):
+def test_multinomial_model_and_other_losses_train(
+    compose_cfg, fixture_overrides, store_uri, tmp_path
+):
     cfg = compose_cfg(
-        [*fixture_overrides, "experiment=course_multinomial", *fixture_overrides,
-         "trainer.max_epochs=2", "model.loss=mse", "tracking.experiment_name=multi"]
-    )  # fmt: skip
+        [
+            *fixture_overrides,
+            "experiment=course_multinomial",
+            *fixture_overrides,
+            "trainer.max_epochs=2",
+            "model.loss=mse",
+            "tracking.experiment_name=multi",
+        ]
+    )
     metrics = train(cfg, tmp_path / "out")
     assert metrics["test/acc"] > 0.5
     _, run = only_run(store_uri, "multi")

@@ -21,7 +21,9 @@ from torchmetrics.functional.classification import (
 
 def confusion_counts(targets: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     """(K, K) counts: row = true class, column = predicted class."""
-    cells = np.asarray(targets, dtype=np.int64) * num_classes + np.asarray(predicted, dtype=np.int64)
+    cells = np.asarray(targets, dtype=np.int64) * num_classes + np.asarray(
+        predicted, dtype=np.int64
+    )
     return np.bincount(cells, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
@@ -73,7 +75,9 @@ def confident_mistakes(probs: np.ndarray, targets: np.ndarray, top_k: int = 16) 
     return wrong[np.argsort(-confidence, kind="stable")[:top_k]]
 
 
-def class_sample_indices(targets: np.ndarray, per_class: int, num_classes: int, seed: int = 0) -> list[np.ndarray]:
+def class_sample_indices(
+    targets: np.ndarray, per_class: int, num_classes: int, seed: int = 0
+) -> list[np.ndarray]:
     """For each class, up to ``per_class`` random indices of its images (sorted)."""
     rng = np.random.default_rng(seed)
     samples = []
@@ -84,7 +88,9 @@ def class_sample_indices(targets: np.ndarray, per_class: int, num_classes: int, 
     return samples
 
 
-def weight_tiles(weights: np.ndarray, input_shape: Sequence[int], units: int | None = None) -> np.ndarray:
+def weight_tiles(
+    weights: np.ndarray, input_shape: Sequence[int], units: int | None = None
+) -> np.ndarray:
     """The incoming weights of the first ``units`` units, each row reshaped to the input image.
 
     ``weights`` is a Linear layer's (out_features, in_features) matrix; the result is
@@ -103,7 +109,9 @@ def scale_per_tile(tiles: np.ndarray) -> np.ndarray:
     return ((flat - low) / np.where(span > 0, span, 1.0)).reshape(tiles.shape)
 
 
-def class_metrics(probs: np.ndarray, targets: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
+def class_metrics(
+    probs: np.ndarray, targets: np.ndarray, class_names: Sequence[str]
+) -> pd.DataFrame:
     """Per-class precision, recall, F1 (torchmetrics) and support: one row per class."""
     num_classes = len(class_names)
     preds = torch.as_tensor(probs).argmax(dim=1)

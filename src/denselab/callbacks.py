@@ -8,10 +8,13 @@ run. They act on rank zero only, so that several devices do not log the same fil
 Artifacts of a run (``<split>`` is val, test, ...):
 
     figures/class_samples.png             when training starts
-    figures/first_layer_weights.png       at the end of fit; images/first_layer_weights* every n epochs
+    figures/first_layer_weights.png       at the end of fit
+    images/first_layer_weights*           every n epochs (an MLflow image series)
     figures/training_curves.png           at the end of fit
-    figures/confusion_matrix_<split>.png  tables/confusion_matrix_<split>.csv, tables/most_confused_<split>.json
-    figures/typical_examples.png          figures/confident_mistakes.png, tables/confident_mistakes.json
+    figures/confusion_matrix_<split>.png  with tables/confusion_matrix_<split>.csv
+                                          and tables/most_confused_<split>.json
+    figures/typical_examples.png          with figures/confident_mistakes.png
+                                          and tables/confident_mistakes.json
     tables/class_metrics_<split>.json
 """
 
@@ -58,7 +61,9 @@ class RunArtifacts:
     def metric_history(self, keys: Sequence[str]) -> pd.DataFrame:
         """The logged values of ``keys``, one column each, indexed by step (the epoch)."""
         columns = {
-            key: pd.Series({m.step: m.value for m in self.client.get_metric_history(self.run_id, key)})
+            key: pd.Series(
+                {m.step: m.value for m in self.client.get_metric_history(self.run_id, key)}
+            )
             for key in keys
         }
         return pd.DataFrame(columns).sort_index()
@@ -80,7 +85,9 @@ class _Shared:
 _shared: "weakref.WeakKeyDictionary[pl.LightningModule, _Shared]" = weakref.WeakKeyDictionary()
 
 
-def split_predictions(trainer: pl.Trainer, pl_module: pl.LightningModule, split: str) -> Predictions:
+def split_predictions(
+    trainer: pl.Trainer, pl_module: pl.LightningModule, split: str
+) -> Predictions:
     """The current weights' predictions on ``split``.
 
     The split the module's last loop ran (validation at fit end, test at test end) comes
@@ -215,7 +222,9 @@ class WeightImages(FigureCallback):
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         tiles, titles, title = self.tiles(pl_module)
-        self.artifacts(trainer).figure(figures.weights_figure(tiles, titles, title), "first_layer_weights")
+        self.artifacts(trainer).figure(
+            figures.weights_figure(tiles, titles, title), "first_layer_weights"
+        )
 
     def tiles(self, pl_module: pl.LightningModule) -> tuple[np.ndarray, list[str], str]:
         """(tiles, tile titles, figure title) of the module's current first layer."""
@@ -224,9 +233,17 @@ class WeightImages(FigureCallback):
         if pl_module.hparams.hidden_sizes:
             tiles = analysis.weight_tiles(weights, shape, self.hidden_units)
             titles = [f"unit {i}" for i in range(len(tiles))]
-            return tiles, titles, f"Incoming weights of hidden units 0-{len(tiles) - 1} (of {len(weights)})"
+            return (
+                tiles,
+                titles,
+                f"Incoming weights of hidden units 0-{len(tiles) - 1} (of {len(weights)})",
+            )
         tiles = analysis.weight_tiles(weights, shape)
-        return tiles, list(pl_module.class_names), "Weights of each class's output unit (no hidden layer)"
+        return (
+            tiles,
+            list(pl_module.class_names),
+            "Weights of each class's output unit (no hidden layer)",
+        )
 
 
 class TypicalExamples(FigureCallback):
@@ -269,7 +286,8 @@ class TypicalExamples(FigureCallback):
         run = self.artifacts(trainer)
         typical = analysis.typical_indices(probs)
         titles = [
-            f"{names[k]}\np = {probs[i, k]:.3f}" + ("" if targets[i] == k else f"\nbut a {names[targets[i]]}")
+            f"{names[k]}\np = {probs[i, k]:.3f}"
+            + ("" if targets[i] == k else f"\nbut a {names[targets[i]]}")
             for k, i in enumerate(typical)
         ]
         images = np.stack([image(i) for i in typical])
@@ -311,9 +329,13 @@ class ClassSamples(FigureCallback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         data = trainer.datamodule
         train = data.splits["train"]
-        picks = analysis.class_sample_indices(train.y.numpy(), self.per_class, data.num_classes, self.seed)
+        picks = analysis.class_sample_indices(
+            train.y.numpy(), self.per_class, data.num_classes, self.seed
+        )
         title = f"{self.per_class} random training images of each class"
-        fig = figures.class_samples_figure([train.x[p].numpy() for p in picks], data.class_names, title)
+        fig = figures.class_samples_figure(
+            [train.x[p].numpy() for p in picks], data.class_names, title
+        )
         self.artifacts(trainer).figure(fig, "class_samples")
 
 

@@ -258,7 +258,8 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"optimizer.momentum must not be negative (got {opt.momentum}).")
     if opt.get("nesterov", False) and opt.momentum <= 0:
         raise ConfigError(
-            "optimizer.nesterov=true needs optimizer.momentum > 0; set a momentum or nesterov=false."
+            "optimizer.nesterov=true needs optimizer.momentum > 0; "
+            "set a momentum or nesterov=false."
         )
 
     max_epochs = trainer.get("max_epochs")

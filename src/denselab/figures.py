@@ -115,9 +115,12 @@ def tile_grid(
     for i, name in enumerate(titles[:count]):
         row, col = divmod(i, cols)
         ax = add_axes(
-            fig, left + col * cell_w + gap / 2, height - top - (row + 1) * cell_h + gap / 2,
-            cell_w - gap, cell_w - gap,
-        )  # fmt: skip
+            fig,
+            left + col * cell_w + gap / 2,
+            height - top - (row + 1) * cell_h + gap / 2,
+            cell_w - gap,
+            cell_w - gap,
+        )
         ax.set_xticks([])  # empty, not just hidden: matplotlib measures hidden ticks too
         ax.set_yticks([])
         ax.set_axis_off()
@@ -207,14 +210,18 @@ def confusion_figure(counts: np.ndarray, class_names: Sequence[str], title: str)
     cmap = colormaps["Blues"].with_extremes(bad="white")
     most = max(int(counts.max()), 2)
     image = ax.imshow(np.ma.masked_equal(counts, 0), cmap=cmap, norm=LogNorm(vmin=1, vmax=most))
-    fig.colorbar(image, cax=add_axes(fig, left + side + 0.3, bottom, 0.2, side), label="images (log scale)")
+    fig.colorbar(
+        image, cax=add_axes(fig, left + side + 0.3, bottom, 0.2, side), label="images (log scale)"
+    )
 
     font = 8 if k <= 12 else 7
     dark_from = math.log(most) * 0.6
     for (true, predicted), count in np.ndenumerate(counts):
         if count:
             colour = "white" if math.log(count) > dark_from else "black"
-            ax.text(predicted, true, str(count), ha="center", va="center", fontsize=font, color=colour)
+            ax.text(
+                predicted, true, str(count), ha="center", va="center", fontsize=font, color=colour
+            )
 
     ax.set_xticks(range(k), class_names, rotation=90 if rotate else 0, fontsize=LABEL_SIZE)
     ax.set_yticks(range(k), class_names, fontsize=LABEL_SIZE)
@@ -227,7 +234,9 @@ def confusion_figure(counts: np.ndarray, class_names: Sequence[str], title: str)
 # -- class samples ----------------------------------------------------------------------------
 
 
-def class_samples_figure(samples: Sequence[np.ndarray], class_names: Sequence[str], title: str) -> Figure:
+def class_samples_figure(
+    samples: Sequence[np.ndarray], class_names: Sequence[str], title: str
+) -> Figure:
     """One row per class of its sample images (each (m, H, W[, C]) in [0, 1]), named on the left.
 
     Drawn as one mosaic image rather than an axes per image: a hundred small axes would

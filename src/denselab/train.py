@@ -1,8 +1,8 @@
 """Train one network and track it in MLflow: ``denselab-train`` or ``python -m denselab.train``.
 
-    denselab-train data=fashion_mnist model.hidden_sizes=[256,128] optimizer=adam
-    denselab-train -m model.hidden_sizes=[],[128] seed=0,1     # a sweep: one run per job
-    denselab-train --cfg job                                    # print the composed config
+denselab-train data=fashion_mnist model.hidden_sizes=[256,128] optimizer=adam
+denselab-train -m model.hidden_sizes=[],[128] seed=0,1     # a sweep: one run per job
+denselab-train --cfg job                                    # print the composed config
 """
 
 from __future__ import annotations

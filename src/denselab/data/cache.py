@@ -41,8 +41,11 @@ def load_cache(path: Path, source: Path, shape: tuple[int, ...]) -> Optional[np.
     if images.shape != shape or images.dtype != np.uint8:
         log.warning(
             "Rebuilding %s: it holds %s %s, expected uint8 %s",
-            path, images.dtype, images.shape, shape,
-        )  # fmt: skip
+            path,
+            images.dtype,
+            images.shape,
+            shape,
+        )
         return None
     return images
 

@@ -105,4 +105,3 @@ def _reason(err: Exception) -> str:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else "no details"
-

@@ -32,10 +32,24 @@ ARCHIVE = "17flowers.tgz"
 SPLITS_FILE = "datasplits.mat"
 IMAGES_PER_CLASS = 80
 CLASS_NAMES = (
-    "Daffodil", "Snowdrop", "Lily Valley", "Bluebell", "Crocus", "Iris", "Tigerlily",
-    "Tulip", "Fritillary", "Sunflower", "Daisy", "Colts' Foot", "Dandelion", "Cowslip",
-    "Buttercup", "Windflower", "Pansy",
-)  # fmt: skip
+    "Daffodil",
+    "Snowdrop",
+    "Lily Valley",
+    "Bluebell",
+    "Crocus",
+    "Iris",
+    "Tigerlily",
+    "Tulip",
+    "Fritillary",
+    "Sunflower",
+    "Daisy",
+    "Colts' Foot",
+    "Dandelion",
+    "Cowslip",
+    "Buttercup",
+    "Windflower",
+    "Pansy",
+)
 NUM_IMAGES = IMAGES_PER_CLASS * len(CLASS_NAMES)  # 1,360
 # datasplits.mat's variable prefix for each of our splits: trn1, val1, tst1, trn2, ...
 SPLIT_PREFIXES = {"train": "trn", "val": "val", "test": "tst"}
@@ -158,9 +172,12 @@ class FlowersDataModule(ImageDataModule):
             ) from None
         log.info(
             "Decoded %s photos to %dx%d in %.1f s; cached in %s",
-            f"{NUM_IMAGES:,}", self.image_size, self.image_size,
-            time.perf_counter() - start, self.cache_path,
-        )  # fmt: skip
+            f"{NUM_IMAGES:,}",
+            self.image_size,
+            self.image_size,
+            time.perf_counter() - start,
+            self.cache_path,
+        )
         return images
 
     def load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:

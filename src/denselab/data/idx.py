@@ -75,4 +75,3 @@ def read_image_label_pair(
             "classes (0 to {}); replace it with the right file.".format(num_classes - 1)
         )
     return images, labels
-

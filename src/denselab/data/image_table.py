@@ -129,8 +129,7 @@ def read_images(path: Path) -> np.ndarray:
             )
     elif images.dtype != np.uint8:
         raise DataError(
-            f"{path} holds {images.dtype} pixels; images must be uint8 (0-255) or float "
-            "in [0, 1]."
+            f"{path} holds {images.dtype} pixels; images must be uint8 (0-255) or float in [0, 1]."
         )
     return images
 
