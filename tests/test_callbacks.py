@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from denselab import callbacks
+from denselab.data.mnist import FashionMNISTDataModule
 from denselab.errors import ConfigError
 from denselab.model import MLPClassifier
 from denselab.train import instantiate_callbacks, train
@@ -35,18 +36,7 @@ TABLES = {
     "confident_mistakes.json",
     "class_metrics_test.json",
 }
-FASHION_CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+FASHION_CLASSES = list(FashionMNISTDataModule.class_names)
 
 
 def artifact_files(client: MlflowClient, run_id: str, folder: str) -> set[str]:

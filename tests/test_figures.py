@@ -13,27 +13,10 @@ from matplotlib.text import Text
 from PIL import Image
 
 from denselab import analysis, figures
+from denselab.data.flowers import CLASS_NAMES as FLOWER_NAMES
 
 DIGITS = [str(d) for d in range(10)]
-FLOWERS = [
-    "Daffodil",
-    "Snowdrop",
-    "Lily Valley",
-    "Bluebell",
-    "Crocus",
-    "Iris",
-    "Tigerlily",
-    "Tulip",
-    "Fritillary",
-    "Sunflower",
-    "Daisy",
-    "Colts' Foot",
-    "Dandelion",
-    "Cowslip",
-    "Buttercup",
-    "Windflower",
-    "Pansy",
-]
+FLOWERS = list(FLOWER_NAMES)  # 17 long names: the hard case for labels
 # (class names, one input image's shape): MNIST and the course's 64x64 RGB Flowers.
 DATASETS = {"mnist": (DIGITS, (28, 28)), "flowers": (FLOWERS, (64, 64, 3))}
 
