@@ -15,3 +15,10 @@ class DataError(DenselabError):
 
 class TrackingError(DenselabError):
     """An MLflow tracking store that cannot be used."""
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first line (libraries' messages can run to pages),
+    or its type's name when it has none: what fits in a one-sentence error."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -19,7 +19,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from denselab.errors import TrackingError
+from denselab.errors import TrackingError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def open_store(uri: str) -> MlflowClient:
         client.search_experiments(max_results=1)  # creates and migrates a new sqlite DB
     except MlflowException as err:
         raise TrackingError(
-            f"The MLflow store at {uri} cannot be used ({_first_line(err)}); check "
+            f"The MLflow store at {uri} cannot be used ({first_line(err)}); check "
             "tracking.uri, or leave it unset to use ./mlruns."
         ) from None
     return client
@@ -109,11 +109,6 @@ def _check_server(uri: str) -> None:
             f"No MLflow server answers at {uri} ({type(err).__name__}); start one with "
             "`make ui` or `mlflow server`, or leave tracking.uri unset to use ./mlruns."
         ) from None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -157,7 +152,7 @@ def run_status(client: MlflowClient, run_id: str) -> Iterator[None]:
         raise
     except BaseException as err:
         with contextlib.suppress(Exception):
-            client.set_tag(run_id, "error", f"{type(err).__name__}: {_first_line(err)}"[:5000])
+            client.set_tag(run_id, "error", f"{type(err).__name__}: {first_line(err)}"[:5000])
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     else:

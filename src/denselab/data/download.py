@@ -14,7 +14,7 @@ from typing import Mapping, Optional, Sequence
 
 import pooch
 
-from denselab.errors import DataError
+from denselab.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def download(filename: str, md5: str, mirrors: Sequence[str], folder: Path) -> P
                 )
             )
         except ValueError as err:  # pooch's checksum mismatch
-            failures.append(f"{url}: checksum mismatch ({_first_line(err)})")
+            failures.append(f"{url}: checksum mismatch ({first_line(err)})")
         except Exception as err:  # network errors of every kind: try the next mirror
             failures.append(f"{url}: {_reason(err)}")
     raise DataError("; ".join(failures) if failures else "no mirrors configured")
@@ -99,9 +99,4 @@ def _reason(err: Exception) -> str:
         return "timed out"
     if isinstance(err, requests.ConnectionError):
         return "could not connect"
-    return f"{type(err).__name__}: {_first_line(err)}"
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else "no details"
+    return f"{type(err).__name__}: {first_line(err)}"

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from denselab.data.base import ImageDataModule, Unlabeled, split_indices, to_unit_float
-from denselab.errors import DataError
+from denselab.errors import DataError, first_line
 
 REQUIRED_COLUMNS = ("obs_id", "train_id", "class")
 # train_id word -> split name
@@ -46,7 +46,7 @@ def read_metadata(path: Path) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"{path} cannot be read as a CSV file ({_first_line(err)}).") from None
+        raise DataError(f"{path} cannot be read as a CSV file ({first_line(err)}).") from None
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
@@ -107,7 +107,7 @@ def read_images(path: Path) -> np.ndarray:
         images = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise DataError(
-            f"{path} cannot be loaded as a NumPy array without pickle ({_first_line(err)}); "
+            f"{path} cannot be loaded as a NumPy array without pickle ({first_line(err)}); "
             "save the images with numpy.save as a uint8 or float array."
         ) from None
     if not isinstance(images, np.ndarray):  # np.load opened an .npz archive
@@ -204,8 +204,3 @@ class ImageTableDataModule(ImageDataModule):
             obs_ids = metadata["obs_id"][hidden].tolist()
             self.unlabeled = Unlabeled(to_unit_float(images[hidden]), obs_ids)
         return {s: (images[r], y[r]) for s, r in rows.items() if len(r)}
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
