@@ -125,43 +125,38 @@ class TrackingSchema:
 
 
 @dataclass
-class ClassSamplesSchema:
+class CallbackSchema:
     _target_: str = MISSING
+
+
+@dataclass
+class SplitCallbackSchema(CallbackSchema):
+    """A figure drawn per split, from the splits named here."""
+
+    splits: List[str] = MISSING
+
+
+@dataclass
+class ClassSamplesSchema(CallbackSchema):
     per_class: int = MISSING
     seed: int = MISSING
 
 
 @dataclass
-class ConfusionMatrixSchema:
-    _target_: str = MISSING
-    splits: List[str] = MISSING
+class ConfusionMatrixSchema(SplitCallbackSchema):
     top_k: int = MISSING
 
 
 @dataclass
-class WeightImagesSchema:
-    _target_: str = MISSING
+class WeightImagesSchema(CallbackSchema):
     hidden_units: int = MISSING
     # None: an image every epoch up to 20 epochs, then about 20 images in all.
     every_n_epochs: Optional[int] = MISSING
 
 
 @dataclass
-class TypicalExamplesSchema:
-    _target_: str = MISSING
-    splits: List[str] = MISSING
+class TypicalExamplesSchema(SplitCallbackSchema):
     mistakes: int = MISSING
-
-
-@dataclass
-class TrainingCurvesSchema:
-    _target_: str = MISSING
-
-
-@dataclass
-class ClassMetricsSchema:
-    _target_: str = MISSING
-    splits: List[str] = MISSING
 
 
 @dataclass
@@ -173,8 +168,8 @@ class FiguresSchema:
     confusion_matrix: Optional[ConfusionMatrixSchema] = None
     weight_images: Optional[WeightImagesSchema] = None
     typical_examples: Optional[TypicalExamplesSchema] = None
-    training_curves: Optional[TrainingCurvesSchema] = None
-    class_metrics: Optional[ClassMetricsSchema] = None
+    training_curves: Optional[CallbackSchema] = None
+    class_metrics: Optional[SplitCallbackSchema] = None
 
 
 @dataclass
