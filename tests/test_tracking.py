@@ -62,4 +62,6 @@ def test_every_run_ends_in_a_final_state(store_uri, raised, status):
                 raise raised
     except BaseException as err:  # noqa: BLE001 - re-raised exactly as given
         assert err is raised
+    else:
+        assert raised is None, "run_status swallowed the exception"
     assert MlflowClient(store_uri).get_run(run_id).info.status == status
