@@ -16,7 +16,8 @@ def test_mnist_splits_scaling_and_description(mnist_dir):
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 480, "val": 120, "test": 200}
     assert dm.input_shape == (28, 28) and dm.num_classes == 10
     assert list(dm.class_names) == [str(d) for d in range(10)]
-    x = dm.splits["train"].x
+    assert dm.splits["train"].x.dtype == torch.uint8  # held as stored
+    x = dm.splits["train"].images()
     assert x.dtype == torch.float32 and 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.9
     assert dm.splits["train"].y.dtype == torch.int64
 

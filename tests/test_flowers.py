@@ -156,7 +156,7 @@ def test_splits_follow_the_split_file_and_labels_the_image_ids(data_dir, split_i
         expected_ids = ids[f"{prefix}{split_id}"].ravel().astype(int)
         assert dm.splits[split].y.tolist() == list((expected_ids - 1) // 80)
         # each RGB photo shows its class's colour: images and labels stayed paired
-        for image_id, x, y in zip(expected_ids, dm.splits[split].x, dm.splits[split].y):
+        for image_id, x, y in zip(expected_ids, dm.splits[split].images(), dm.splits[split].y):
             if flowers_mode(image_id) == "RGB":
                 mean = (x * 255).reshape(-1, 3).mean(dim=0).numpy()
                 assert np.abs(mean - FLOWERS_COLOURS[int(y)]).max() < 8, image_id
@@ -166,7 +166,7 @@ def test_splits_follow_the_split_file_and_labels_the_image_ids(data_dir, split_i
 def test_grayscale_and_cmyk_photos_become_rgb(data_dir):
     dm = loaded(data_dir)
     ids = flowers_split_ids()["trn1"].ravel().astype(int)
-    x = dm.splits["train"].x
+    x = dm.splits["train"].images()
     gray = [i for i, image_id in enumerate(ids) if flowers_mode(image_id) == "L"]
     cmyk = [i for i, image_id in enumerate(ids) if flowers_mode(image_id) == "CMYK"]
     assert gray and cmyk

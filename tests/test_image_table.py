@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import only_run
 from helpers import TABLE_NAMES, write_image_table
 from hydra.utils import instantiate
@@ -46,8 +47,10 @@ def test_splits_classes_and_hidden_rows(table):
     assert dm.splits["train"].y.tolist() == list(labels[:240] - 1)
     assert dm.splits["val"].y.tolist() == list(labels[240:320] - 1)
     raw = np.load(images)
-    assert np.allclose(dm.splits["val"].x.numpy(), raw[240:320] / 255.0)
-    assert np.allclose(dm.unlabeled.x.numpy(), raw[320:] / 255.0)
+    # held as stored, scaled to [0, 1] only when read
+    assert np.array_equal(dm.splits["val"].x.numpy(), raw[240:320])
+    assert np.array_equal(dm.unlabeled.x.numpy(), raw[320:])
+    assert np.allclose(dm.splits["val"].images().numpy(), raw[240:320] / 255.0)
     assert "unlabeled 80" in dm.describe()
 
 
@@ -72,7 +75,7 @@ def test_float_colour_images_and_r_style_hidden_labels(table):
     rewrite_csv(csv, lambda f: f.assign(**{"class": f["class"].replace("", "NA")}))
     dm = loaded(csv, images)
     assert dm.input_shape == (28, 28, 3) and len(dm.unlabeled) == 80
-    assert dm.splits["train"].x.max() <= 1.0
+    assert dm.splits["train"].x.dtype == torch.float32 and dm.splits["train"].x.max() <= 1.0
 
 
 def test_without_valid_rows_val_fraction_of_train_is_held_out(table):

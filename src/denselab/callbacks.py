@@ -281,7 +281,7 @@ class TypicalExamples(FigureCallback):
 
         def image(i: int) -> np.ndarray:
             split, index = locate(i)
-            return trainer.datamodule.splits[split].x[index].numpy()
+            return trainer.datamodule.splits[split].images(index).numpy()
 
         run = self.artifacts(trainer)
         typical = analysis.typical_indices(probs)
@@ -334,7 +334,7 @@ class ClassSamples(FigureCallback):
         )
         title = f"{self.per_class} random training images of each class"
         fig = figures.class_samples_figure(
-            [train.x[p].numpy() for p in picks], data.class_names, title
+            [train.images(p).numpy() for p in picks], data.class_names, title
         )
         self.artifacts(trainer).figure(fig, "class_samples")
 

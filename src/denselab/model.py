@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from denselab.pixels import as_float
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -196,12 +198,16 @@ class MLPClassifier(pl.LightningModule):
 
     @torch.no_grad()
     def predict_logits(self, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-        """Logits (N, K) of the current weights for images ``x``, in eval mode, one batched
-        pass; the result lives on the model's device."""
+        """Logits (N, K) of the current weights for images ``x`` (as stored: uint8 or float
+        in [0, 1]), in eval mode, one batched pass; the result lives on the model's device.
+        Each batch is scaled to float on the device, so no float copy of ``x`` is made."""
         was_training = self.training
         self.eval()
         logits = torch.cat(
-            [self(x[i : i + batch_size].to(self.device)) for i in range(0, len(x), batch_size)]
+            [
+                self(as_float(x[i : i + batch_size].to(self.device)))
+                for i in range(0, len(x), batch_size)
+            ]
         )
         self.train(was_training)
         return logits
@@ -209,7 +215,8 @@ class MLPClassifier(pl.LightningModule):
     def evaluate(
         self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
     ) -> tuple[float, float]:
-        """(loss, accuracy) of the current weights on images ``x`` with labels ``y``."""
+        """(loss, accuracy) of the current weights on images ``x`` (as stored) with labels
+        ``y``."""
         logits = self.predict_logits(x, batch_size)
         y = y.to(logits.device)
         loss = classification_loss(self.loss_kind, logits, y).item()

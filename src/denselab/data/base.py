@@ -2,8 +2,9 @@
 
 A dataset subclass only says how to get its raw arrays (:meth:`ImageDataModule.load_arrays`),
 or, when it ships its own validation split, its three splits (:meth:`ImageDataModule.load_splits`).
-Everything else, the drawn validation split, scaling to [0, 1], moving the tensors to the
-model's device once, and cutting batches from a per-epoch permutation, lives here.
+Everything else, the drawn validation split, moving the tensors to the model's device once,
+and cutting batches from a per-epoch permutation (scaled to float in [0, 1] per batch, see
+:mod:`denselab.pixels`), lives here.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import pytorch_lightning as pl
 import torch
 
 from denselab.errors import DataError
+from denselab.pixels import as_float
 
 SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class Split:
-    """One split as two tensors: images (N, *input_shape) float in [0, 1], labels (N,) int64."""
+    """One split as two tensors: images (N, *input_shape) as stored (uint8 0-255, or float
+    in [0, 1]), labels (N,) int64. Read images for the network or a figure through
+    :meth:`images`, which scales them to float in [0, 1]."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -31,13 +35,18 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def images(self, index=slice(None)) -> torch.Tensor:
+        """The images at ``index`` (an int, slice or index tensor) as float32 in [0, 1]."""
+        return as_float(self.x[index])
+
     def to(self, device: torch.device) -> "Split":
         return Split(self.x.to(device), self.y.to(device))
 
 
 @dataclass
 class Unlabeled:
-    """Images whose labels are hidden: predicted after training, never scored."""
+    """Images whose labels are hidden, as stored (see :class:`Split`): predicted after
+    training, never scored."""
 
     x: torch.Tensor
     obs_ids: list[str]
@@ -47,7 +56,7 @@ class Unlabeled:
 
 
 class TensorBatches:
-    """An iterable of (x, y) batches indexed out of one split's tensors.
+    """An iterable of (x, y) batches indexed out of one split's tensors, x scaled to float.
 
     Replaces Dataset + DataLoader + collate on the hot path: one gather per batch instead of
     one Python call per sample. Shuffled loaders draw a fresh permutation per epoch from
@@ -68,11 +77,12 @@ class TensorBatches:
         n = len(y)
         if not self.shuffle:
             for start in range(0, n, self.batch_size):
-                yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+                end = start + self.batch_size
+                yield as_float(x[start:end]), y[start:end]
             return
         order = torch.randperm(n, generator=self.generator).to(y.device)
         for idx in order.split(self.batch_size):
-            yield x[idx], y[idx]
+            yield as_float(x[idx]), y[idx]
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,10 +97,15 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def to_unit_float(images: np.ndarray) -> torch.Tensor:
-    """uint8 pixels to float32 in [0, 1]; float images are taken as already scaled."""
-    pixels = torch.tensor(images, dtype=torch.float32)  # a copy: file buffers are read-only
-    return pixels.div_(255.0) if images.dtype == np.uint8 else pixels
+def stored_pixels(images: np.ndarray) -> torch.Tensor:
+    """Images as a tensor in their stored dtype: uint8 and float32 as they are (no copy when
+    the array is writable and contiguous); other floats, already in [0, 1], as float32,
+    the precision the network computes in."""
+    if images.dtype not in (np.uint8, np.float32):
+        images = images.astype(np.float32)
+    if not (images.flags.writeable and images.flags.c_contiguous):
+        images = np.array(images, order="C")  # torch wants memory it may write to
+    return torch.from_numpy(images)
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -156,7 +171,7 @@ class ImageDataModule(pl.LightningDataModule):
         if self.splits:
             return
         self.splits = {
-            name: Split(to_unit_float(x), torch.from_numpy(np.asarray(y, dtype=np.int64)))
+            name: Split(stored_pixels(x), torch.from_numpy(np.asarray(y, dtype=np.int64)))
             for name, (x, y) in self.load_splits().items()
         }
 

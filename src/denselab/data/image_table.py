@@ -11,6 +11,10 @@ The CSV has one row per image, in the array's order:
 The array (``numpy.save``) is (N, H, W) or (N, H, W, C), uint8 or float in [0, 1]. Labels
 may start at 0 or 1 or anywhere: the sorted distinct labels become classes 0..K-1, and
 tables and figures show the original labels (or their ``class_name``).
+
+The array is never loaded whole: its header says how many bytes the splits will take (the
+run stops with a sentence if they cannot fit), then each split's rows are copied out of the
+memory-mapped file (:mod:`denselab.data.npy`), so the images are held once, as stored.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from denselab.data.base import ImageDataModule, Unlabeled, split_indices, to_unit_float
+from denselab.data.base import ImageDataModule, Unlabeled, split_indices, stored_pixels
+from denselab.data.memory import check_fits
+from denselab.data.npy import NpyHeader, gather_rows, read_header
 from denselab.errors import DataError, first_line
 
 REQUIRED_COLUMNS = ("obs_id", "train_id", "class")
@@ -96,42 +102,44 @@ def _labels(text: pd.Series, path: Path) -> pd.Series:
     return numbers.astype(float)
 
 
-def read_images(path: Path) -> np.ndarray:
-    """The image array of a .npy file, loaded without pickle, checked for shape and range."""
+def read_image_header(path: Path) -> NpyHeader:
+    """The .npy header of the image array, checked for shape and pixel type (the pixels
+    themselves are read later, split by split)."""
     if not path.is_file():
         raise DataError(
             f"The image array {path} does not exist; point data.dir at the folder that holds "
             "metadata.csv and images.npy, or set data.images to the array's path."
         )
-    try:
-        images = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
+    header = read_header(path)
+    if len(header.shape) not in (3, 4) or header.shape[0] == 0:
         raise DataError(
-            f"{path} cannot be loaded as a NumPy array without pickle ({first_line(err)}); "
-            "save the images with numpy.save as a uint8 or float array."
-        ) from None
-    if not isinstance(images, np.ndarray):  # np.load opened an .npz archive
-        images.close()
-        raise DataError(
-            f"{path} is an .npz archive, not one array; save the images with numpy.save."
-        )
-    if images.ndim not in (3, 4) or len(images) == 0:
-        raise DataError(
-            f"{path} holds an array of shape {images.shape}; images must be (N, H, W) or "
+            f"{path} holds an array of shape {header.shape}; images must be (N, H, W) or "
             "(N, H, W, C) with N > 0."
         )
-    if np.issubdtype(images.dtype, np.floating):
-        low, high = float(np.min(images)), float(np.max(images))
-        if not (0.0 <= low and high <= 1.0):  # also false for NaN
-            raise DataError(
-                f"{path} holds float pixels from {low} to {high}; float images must lie in "
-                "[0, 1]: divide them by their maximum (e.g. 255), or save them as uint8."
-            )
-    elif images.dtype != np.uint8:
+    if header.dtype != np.uint8 and not np.issubdtype(header.dtype, np.floating):
         raise DataError(
-            f"{path} holds {images.dtype} pixels; images must be uint8 (0-255) or float in [0, 1]."
+            f"{path} holds {header.dtype} pixels; images must be uint8 (0-255) or float in [0, 1]."
         )
-    return images
+    return header
+
+
+def held_dtype(stored: np.dtype) -> np.dtype:
+    """The dtype a split holds: uint8 as stored, floats as float32 (what the network uses)."""
+    return np.dtype(np.uint8) if stored == np.uint8 else np.dtype(np.float32)
+
+
+def check_float_range(path: Path, arrays) -> None:
+    """DataError unless float pixels lie in [0, 1] (uint8 ones always do)."""
+    arrays = [a for a in arrays if a.dtype != np.uint8 and a.size]
+    if not arrays:
+        return
+    low = np.min([np.min(a) for a in arrays])  # NaN propagates
+    high = np.max([np.max(a) for a in arrays])
+    if not (0.0 <= low and high <= 1.0):  # also false for NaN
+        raise DataError(
+            f"{path} holds float pixels from {low} to {high}; float images must lie in "
+            "[0, 1]: divide them by their maximum (e.g. 255), or save them as uint8."
+        )
 
 
 def class_table(metadata: pd.DataFrame, path: Path) -> tuple[list[int], list[str]]:
@@ -177,11 +185,19 @@ class ImageTableDataModule(ImageDataModule):
 
         Without labelled ``valid`` rows, ``val_fraction`` of the train rows are held out.
         """
+        header = read_image_header(self.images_path)
+        n, shape = header.shape[0], "x".join(map(str, header.shape[1:]))
+        dtype = held_dtype(header.dtype)
+        check_fits(
+            header.nbytes // header.dtype.itemsize * dtype.itemsize,
+            f"{self.images_path} ({n:,} images of {shape}, held as {dtype})",
+            "use fewer images (fewer rows in the CSV and the array) or smaller ones (resize "
+            "them before numpy.save), or train on a machine with more memory",
+        )
         metadata = read_metadata(self.csv_path)
-        images = read_images(self.images_path)
-        if len(images) != len(metadata):
+        if n != len(metadata):
             raise DataError(
-                f"{self.images_path} holds {len(images):,} images but {self.csv_path} has "
+                f"{self.images_path} holds {n:,} images but {self.csv_path} has "
                 f"{len(metadata):,} rows; the array's rows must follow the CSV's, one per image."
             )
         labels, names = class_table(metadata, self.csv_path)
@@ -200,7 +216,12 @@ class ImageTableDataModule(ImageDataModule):
             keep, held_out = split_indices(len(rows["train"]), self.val_fraction, self.seed)
             rows["train"], rows["val"] = rows["train"][keep], rows["train"][held_out]
 
+        groups = {s: r for s, r in rows.items() if len(r)}
+        if hidden.any():
+            groups["unlabeled"] = np.flatnonzero(hidden)
+        images = gather_rows(self.images_path, header, groups, dtype)
+        check_float_range(self.images_path, images.values())
         if hidden.any():
             obs_ids = metadata["obs_id"][hidden].tolist()
-            self.unlabeled = Unlabeled(to_unit_float(images[hidden]), obs_ids)
-        return {s: (images[r], y[r]) for s, r in rows.items() if len(r)}
+            self.unlabeled = Unlabeled(stored_pixels(images.pop("unlabeled")), obs_ids)
+        return {s: (images[s], y[r]) for s, r in rows.items() if len(r)}
