@@ -184,6 +184,8 @@ class RunSchema:
     # name -> Lightning callback config (``_target_``); see conf/callbacks/.
     callbacks: Any = None
     seed: int = MISSING
+    # torch's CPU threads; None: the faster count for the network (denselab.threads).
+    threads: Optional[int] = None
 
 
 def register_schemas() -> None:
@@ -255,6 +257,13 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             "optimizer.nesterov=true needs optimizer.momentum > 0; "
             "set a momentum or nesterov=false."
+        )
+
+    threads = cfg.get("threads")
+    if threads is not None and threads < 1:
+        raise ConfigError(
+            f"threads must be a positive number of CPU threads (got {threads}); use e.g. "
+            "threads=1, or threads=null to let denselab pick the faster count."
         )
 
     max_epochs = trainer.get("max_epochs")

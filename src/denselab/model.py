@@ -129,6 +129,12 @@ class MLPClassifier(pl.LightningModule):
         return self.hparams.class_names or [str(k) for k in range(self.hparams.num_classes)]
 
     @property
+    def layer_widths(self) -> list[int]:
+        """Input features, hidden widths, classes: the network's size in one list."""
+        hp = self.hparams
+        return [math.prod(hp.input_shape), *hp.hidden_sizes, hp.num_classes]
+
+    @property
     def first_layer(self) -> nn.Linear:
         return self.net[1]
 

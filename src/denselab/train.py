@@ -40,6 +40,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
     from denselab.evaluation import accuracy_by_split, predict_unlabeled, restore_weights
     from denselab.mlflow_logger import EpochMLFlowLogger
     from denselab.model import count_parameters
+    from denselab.threads import apply_threads
     from denselab.tracking import run_name, run_params, run_status, start_run
 
     client, run_id, uri = start_run(cfg, overrides)
@@ -60,6 +61,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
             class_names=list(datamodule.class_names),
             optimizer=instantiate(cfg.optimizer),
         )
+        apply_threads(cfg.get("threads"), model.layer_widths, cfg.data.batch_size)
         logger = EpochMLFlowLogger(tracking_uri=uri, run_id=run_id)
         params = run_params(cfg)
         params["params_total"] = count_parameters(model)
