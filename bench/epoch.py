@@ -82,7 +82,7 @@ def handwritten_epoch(cfg, datamodule: ImageDataModule) -> float:
     start = time.perf_counter()
     sums = torch.zeros(3)
     for idx in torch.randperm(len(split), generator=generator).split(cfg.data.batch_size):
-        x, y = split.x[idx], split.y[idx]
+        x, y = split.images(idx), split.y[idx]
         logits = net(x)
         loss = torch.nn.functional.cross_entropy(logits, y)
         opt.zero_grad()
