@@ -8,6 +8,7 @@ from conftest import only_run
 from helpers import run_cli, write_image_table
 
 from denselab.data import npy
+from denselab.data.flowers import FlowersDataModule
 from denselab.data.image_table import ImageTableDataModule
 from denselab.data.memory import RUN_RESERVE_BYTES, available_bytes, check_fits
 from denselab.errors import DataError
@@ -99,3 +100,10 @@ def test_too_big_for_memory_exits_non_zero_with_the_sentence(tmp_path):
     assert "Traceback" not in result.stderr
     _, run = only_run(f"sqlite:///{store}", "image_table")
     assert run.info.status == "FAILED"
+
+
+def test_flowers_image_size_too_big_for_memory_is_refused_before_any_download(tmp_path):
+    dm = FlowersDataModule(image_size=200_000, dir=str(tmp_path / "flowers"), mirrors=[])
+    with pytest.raises(DataError, match=r"data.image_size=200000 .* choose a smaller"):
+        dm.prepare_data()
+    assert not (tmp_path / "flowers").exists()

@@ -24,6 +24,7 @@ from denselab.data.archive import safe_extract
 from denselab.data.base import ImageDataModule
 from denselab.data.cache import load_cache, save_cache
 from denselab.data.download import fetch
+from denselab.data.memory import check_fits
 from denselab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,12 @@ class FlowersDataModule(ImageDataModule):
     def prepare_data(self) -> None:
         if self._images is not None:
             return
+        side = self.image_size
+        check_fits(
+            NUM_IMAGES * side * side * 3,
+            f"Flowers-17 at data.image_size={side} ({NUM_IMAGES:,} images of {side}x{side}x3)",
+            "choose a smaller data.image_size, e.g. 64",
+        )
         found = fetch(self.resources, self.mirrors, Path(self.dir))
         archive, self._split_file = found[ARCHIVE], found[SPLITS_FILE]
         shape = (NUM_IMAGES, self.image_size, self.image_size, 3)
