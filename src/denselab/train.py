@@ -40,6 +40,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
     from denselab.evaluation import accuracy_by_split, predict_unlabeled, restore_weights
     from denselab.mlflow_logger import EpochMLFlowLogger
     from denselab.model import count_parameters
+    from denselab.progress import progress_bars
     from denselab.threads import apply_threads
     from denselab.tracking import run_name, run_params, run_status, start_run
 
@@ -81,7 +82,11 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
         trainer = instantiate(
             cfg.trainer,
             logger=logger,
-            callbacks=[checkpoint, *instantiate_callbacks(cfg.get("callbacks"))],
+            callbacks=[
+                checkpoint,
+                *progress_bars(cfg.trainer),
+                *instantiate_callbacks(cfg.get("callbacks")),
+            ],
             default_root_dir=str(output_dir),
         )
         trainer.fit(model, datamodule=datamodule)
