@@ -53,21 +53,23 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 @pytest.fixture
-def counted_predictions(monkeypatch) -> list[int]:
-    """Counts the forward passes the callbacks make over whole splits (sizes of each)."""
+def eval_passes(monkeypatch) -> list[int]:
+    """The sizes of the model's forward calls in eval mode: validation and test loops, and
+    every evaluation of a split, in the order they happen."""
     sizes: list[int] = []
-    real = callbacks.predict
+    real = MLPClassifier.forward
 
-    def counting(pl_module, split, batch_size):
-        sizes.append(len(split))
-        return real(pl_module, split, batch_size)
+    def counting(self, x):
+        if not self.training:
+            sizes.append(len(x))
+        return real(self, x)
 
-    monkeypatch.setattr(callbacks, "predict", counting)
+    monkeypatch.setattr(MLPClassifier, "forward", counting)
     return sizes
 
 
 def test_a_default_run_logs_every_figure_and_table(
-    compose_cfg, fixture_overrides, store_uri, tmp_path, counted_predictions
+    compose_cfg, fixture_overrides, store_uri, tmp_path, eval_passes
 ):
     # A weak start (small lr) so that the test split keeps some mistakes to show.
     cfg = compose_cfg(
@@ -82,8 +84,10 @@ def test_a_default_run_logs_every_figure_and_table(
     client, run = only_run(store_uri)  # one run: no figure went to a second, fluent one
     run_id = run.info.run_id
 
-    # No pass over the data per figure: train and val predicted once each, for all figures.
-    assert sorted(counted_predictions) == [120, 480]
+    # No pass over the data per figure or table: 3 validation epochs (120 images), the test
+    # loop (200), then each split once for every figure, table and the accuracy table.
+    assert eval_passes[:4] == [120, 120, 120, 200]
+    assert sorted(eval_passes[4:]) == [120, 200, 480]
 
     assert artifact_files(client, run_id, "figures") == {f"{name}.png" for name in FIGURES}
     assert TABLES <= artifact_files(client, run_id, "tables")

@@ -123,9 +123,14 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Plumbing that says how a run is recorded, not what was trained: left out of the params
+# (config.yaml, logged to every run, still holds it).
+NOT_PARAMS = ("logger", "checkpoint")
+
+
 def run_params(cfg: DictConfig) -> dict[str, Any]:
     container = OmegaConf.to_container(cfg, resolve=True)
-    return flatten(container)
+    return flatten({k: v for k, v in container.items() if k not in NOT_PARAMS})
 
 
 def git_commit(directory: Path) -> Optional[str]:
