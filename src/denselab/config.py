@@ -53,9 +53,7 @@ def _positive(value: Any) -> bool:
 
 POSITIVE_INT = Rule(_positive, "must be a positive integer")
 POSITIVE_NUMBER = Rule(_positive, "must be a positive number")
-FRACTION = Rule(
-    lambda v: 0.0 < v < 1.0, "must lie strictly between 0 and 1", "use e.g. {key}=0.2"
-)
+FRACTION = Rule(lambda v: 0.0 < v < 1.0, "must lie strictly between 0 and 1", "use e.g. {key}=0.2")
 # A callback setting that counts something (images, pairs, units, epochs).
 COUNT = Rule(
     _positive,
