@@ -186,6 +186,7 @@ def test_figure_callbacks_need_an_mlflow_run():
         callbacks.TrainingCurves().setup(trainer, None, "fit")
 
 
+@pytest.mark.slow
 def test_multinomial_weights_on_fashion_mnist_look_like_their_class(
     compose_cfg, store_uri, tmp_path
 ):

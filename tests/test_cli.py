@@ -12,6 +12,9 @@ from conftest import fashion_mnist_or_skip, only_run
 from helpers import MNIST_FILES, console_script, mlflow_server, run_cli, write_mnist
 from mlflow import MlflowClient
 
+# Every test here starts the console script in a subprocess.
+pytestmark = pytest.mark.slow
+
 QUIET = ["trainer.enable_progress_bar=false"]
 # Figures have tests of their own; runs that test something else skip them for speed.
 NO_FIGURES = ["callbacks=none"]
