@@ -69,8 +69,12 @@ def eval_passes(monkeypatch) -> list[int]:
 
 
 def test_a_default_run_logs_every_figure_and_table(
-    compose_cfg, fixture_overrides, store_uri, tmp_path, eval_passes
+    compose_cfg, fixture_overrides, store_uri, tmp_path, eval_passes, monkeypatch
 ):
+    def read_back(*args, **kwargs):
+        raise AssertionError("a figure read its numbers back from MLflow")
+
+    monkeypatch.setattr(MlflowClient, "get_metric_history", read_back)
     # A weak start (small lr) so that the test split keeps some mistakes to show.
     cfg = compose_cfg(
         [
