@@ -18,8 +18,6 @@ import torch
 
 from denselab.errors import DataError
 
-SPLITS = ("train", "val", "test")
-
 
 @dataclass
 class Split:
