@@ -104,7 +104,9 @@ def test_a_default_run_logs_every_figure_and_table(
         assert pixels.var() > 0, name
 
     # The image series: every second epoch, and the last one.
+    # The series has a key with a prefix, so MLflow's UI gives it a section of its own.
     series = [a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png")]
+    assert all("weights~first_layer+step+" in path for path in series), series
     assert sorted(int(p.split("+step+")[1].split("+")[0]) for p in series) == [1, 2]
     tile = np.asarray(Image.open(download(client, run_id, series[0], tmp_path)))
     assert tile.ndim == 3 and tile.var() > 0

@@ -109,3 +109,36 @@ def test_the_run_logger_keeps_the_history_it_wrote(store_uri):
     assert history["train/acc"].iloc[0] == 0.4 and np.isnan(history["train/acc"].iloc[1])
     # The epoch is MLflow's step too.
     assert [m.step for m in client.get_metric_history(run_id, "val/acc")] == [0, 1]
+
+
+def test_run_description_tells_the_result():
+    accuracy = pd.DataFrame(
+        [{"split": "val", "images": 5, "accuracy": 0.6, "loss": 0.5}],
+        columns=["split", "images", "accuracy", "loss"],
+    )
+    history = pd.DataFrame({"val/acc": [0.5, 0.7, 0.6]}, index=[0, 1, 2])
+    text = report.run_description(accuracy, VAL, history, ["figures/a.png"])
+    assert "| val | 5 | 0.6000 | 0.5000 |" in text
+    assert "**Most confused** (val): one taken for zero (1), two taken for one (1)" in text
+    assert "step 1 (epoch 2 of 3), val/acc 0.7000" in text
+    assert "`figures/a.png`" in text
+
+
+def test_metrics_read_as_the_float32_they_are():
+    from denselab.run_logger import exact
+
+    assert exact(np.float32(0.8)) == 0.8 and exact(float(np.float32(0.8743))) == 0.8743
+    assert np.isnan(exact(float("nan")))
+
+
+def test_console_lines_and_addresses():
+    from denselab.console import epoch_line, run_address
+
+    metrics = {"train/loss": 0.31, "train/acc": 0.9, "val/loss": 0.29, "val/acc": 0.913}
+    assert epoch_line(1, 10, metrics, 4.06) == (
+        "epoch 2/10: loss 0.3100 acc 0.9000 | val loss 0.2900 acc 0.9130 | 4.1 s"
+    )
+    assert run_address("http://h:5000/", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc"
+    assert run_address("sqlite:///x.db", "3", "abc").startswith(
+        "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+    )

@@ -127,7 +127,7 @@ class WeightImages(RunCallback):
     after the last epoch, and a figure at the end of fit. ``every_n_epochs`` None: every
     epoch up to 20 epochs, then about 20 images in all."""
 
-    SERIES_KEY = "first_layer_weights"
+    SERIES_KEY = "weights/first_layer"
 
     def __init__(
         self,

@@ -142,9 +142,15 @@ class MLPClassifier(pl.LightningModule):
             self._train_sums[2] += len(y)
         return loss
 
-    def on_train_epoch_end(self) -> None:
+    def epoch_train_metrics(self) -> dict[str, float]:
+        """The training loss and accuracy of the epoch so far, over every image it saw."""
         loss_sum, correct, n = self._train_sums.tolist()
-        self.log_dict({"train/loss": loss_sum / n, "train/acc": correct / n}, prog_bar=True)
+        if not n:
+            return {}
+        return {"train/loss": loss_sum / n, "train/acc": correct / n}
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict(self.epoch_train_metrics(), prog_bar=True)
 
     # -- validation and test -----------------------------------------------------------
 

@@ -152,6 +152,35 @@ def first_layer_weights(tiles: np.ndarray, titles: Sequence[str], title: str) ->
     return Artifacts(figures={"first_layer_weights": figures.weights_figure(tiles, titles, title)})
 
 
+def run_description(
+    accuracy: pd.DataFrame,
+    scored: "Evaluation",
+    history: pd.DataFrame,
+    figure_paths: Sequence[str],
+) -> str:
+    """The run's Overview in MLflow (Markdown): accuracy by split, the three most confused
+    pairs of ``scored``'s split, the best epoch, and the figures to look at."""
+    lines = ["**Accuracy by split** (best checkpoint)", "", "| split | images | accuracy | loss |"]
+    lines.append("| --- | ---: | ---: | ---: |")
+    for row in accuracy.itertuples(index=False):
+        lines.append(f"| {row.split} | {row.images:,} | {row.accuracy:.4f} | {row.loss:.4f} |")
+    counts = analysis.confusion_counts(scored.targets, scored.predicted, len(scored.class_names))
+    confused = analysis.most_confused(counts, list(scored.class_names), 3)
+    if len(confused):
+        pairs = ", ".join(f"{r.mistake} ({r.count})" for r in confused.itertuples(index=False))
+        lines += ["", f"**Most confused** ({scored.split}): {pairs}"]
+    if "val/acc" in history and history["val/acc"].notna().any():
+        best = history["val/acc"].idxmax()
+        lines += [
+            "",
+            f"**Best epoch**: step {best} (epoch {best + 1} of {len(history)}), "
+            f"val/acc {history['val/acc'][best]:.4f}",
+        ]
+    if figure_paths:
+        lines += ["", "**Figures** (Artifacts): " + ", ".join(f"`{p}`" for p in figure_paths)]
+    return "\n".join(lines) + "\n"
+
+
 def training_curves(history: pd.DataFrame) -> Artifacts:
     """Loss and accuracy per epoch, train against validation; nothing without history."""
     if history.empty:

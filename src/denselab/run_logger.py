@@ -22,6 +22,13 @@ from denselab.report import Artifacts
 DPI = 100
 
 
+def exact(value: Any) -> float:
+    """The shortest decimal that is the same float32: Lightning hands metrics over as float32
+    tensors, and 0.8 would otherwise read 0.800000011920929 in MLflow."""
+    value = float(value)
+    return float(str(np.float32(value))) if np.isfinite(value) else value
+
+
 class RunLogger(MLFlowLogger):
     """MLFlowLogger on an existing run whose metric steps are epochs.
 
@@ -32,16 +39,25 @@ class RunLogger(MLFlowLogger):
     def __init__(self, tracking_uri: str, run_id: str, **kwargs: Any):
         super().__init__(tracking_uri=tracking_uri, run_id=run_id, **kwargs)
         self._history: dict[int, dict[str, float]] = defaultdict(dict)
+        self.figure_paths: list[str] = []  # what this run shows, for its description
+
+    @property
+    def tracking_uri(self) -> str:
+        return self._tracking_uri
 
     # -- metrics -----------------------------------------------------------------------
 
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
-        metrics = dict(metrics)
+        metrics = {k: exact(v) for k, v in metrics.items()}
         epoch = metrics.pop("epoch", None)
         step = int(epoch) if epoch is not None else step
+        if self._history and any(key.startswith("test/") for key in metrics):
+            # Testing comes after the last epoch, and Lightning counts one past it: the
+            # scores of the final weights belong beside that epoch's on the charts.
+            step = max(self._history)
         super().log_metrics(metrics, step=step)
         if step is not None:
-            self._history[step].update({k: float(v) for k, v in metrics.items()})
+            self._history[step].update(metrics)
 
     def history(self, keys: Sequence[str]) -> pd.DataFrame:
         """The values of ``keys`` this run logged, one column each, indexed by epoch."""
@@ -54,12 +70,16 @@ class RunLogger(MLFlowLogger):
     def tag(self, key: str, value: str) -> None:
         self.experiment.set_tag(self.run_id, key, value)
 
+    def describe(self, markdown: str) -> None:
+        """The run's description, shown on its Overview page in the MLflow UI."""
+        self.tag("mlflow.note.content", markdown)
+
     # -- artifacts ---------------------------------------------------------------------
 
     def figure(self, fig: Figure, name: str) -> None:
-        self.experiment.log_figure(
-            self.run_id, fig, f"figures/{name}.png", save_kwargs={"dpi": DPI}
-        )
+        path = f"figures/{name}.png"
+        self.experiment.log_figure(self.run_id, fig, path, save_kwargs={"dpi": DPI})
+        self.figure_paths.append(path)
 
     def table(self, frame: pd.DataFrame, name: str) -> None:
         self.experiment.log_table(self.run_id, frame, f"tables/{name}.json")

@@ -36,9 +36,11 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from denselab.console import progress_bars, quiet_third_party_notices
     from denselab.evaluation import Evaluator, restore_weights
     from denselab.tracking import run_name, run_status, start_run
 
+    quiet_third_party_notices()
     client, run_id, uri = start_run(cfg, overrides)
     log.info("MLflow run %s (%s) in %s", run_id, run_name(cfg), uri)
     with run_status(client, run_id):
@@ -49,10 +51,11 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
         model = build_model(cfg, data)
         evaluator = Evaluator(model, data)
         checkpoint = instantiate(cfg.checkpoint, dirpath=str(output_dir / "checkpoints"))
+        figures = instantiate_callbacks(cfg.get("callbacks"), run, evaluator)
         trainer = instantiate(
             cfg.trainer,
             logger=run,
-            callbacks=[checkpoint, *instantiate_callbacks(cfg.get("callbacks"), run, evaluator)],
+            callbacks=[checkpoint, *progress_bars(cfg.trainer.enable_progress_bar), *figures],
             default_root_dir=str(output_dir),
         )
         log_run_settings(run, cfg, model, data)
@@ -107,17 +110,26 @@ def log_run_settings(run, cfg: DictConfig, model, data) -> None:
 
 
 def report_run(run, evaluator, checkpoint_path: str) -> None:
-    """What the final weights score on each split, their hidden-label predictions, and the
-    checkpoint they came from."""
+    """What the final weights score on each split, their hidden-label predictions, the
+    checkpoint they came from, the run's description, and where to read it all."""
+    from denselab import report
+    from denselab.console import run_address
+    from denselab.constants import CURVE_METRICS
+
     table = evaluator.accuracy_by_split()
     run.table(table, "accuracy_by_split")
-    log.info("Accuracy by split (best checkpoint):\n%s", table.to_string(index=False))
     predictions = evaluator.unlabeled_predictions()
     if predictions is not None:
         run.table(predictions, "predictions_unlabeled")
         log.info("Predicted %s images with hidden labels", f"{len(predictions):,}")
     if checkpoint_path:
         run.file(checkpoint_path, "checkpoints")
+    scored = evaluator.evaluation(evaluator.splits[-1])  # test, where the data has one
+    history = run.history(CURVE_METRICS)
+    run.describe(report.run_description(table, scored, history, run.figure_paths))
+    log.info("Accuracy by split (best checkpoint):\n%s", table.to_string(index=False))
+    address = run_address(run.tracking_uri, run.experiment_id, run.run_id)
+    log.info("The run in the MLflow UI: %s", address)
 
 
 def instantiate_callbacks(callbacks_cfg: Optional[DictConfig], run=None, evaluator=None) -> list:
@@ -140,6 +152,8 @@ def _quiet_irrelevant_warnings() -> None:
     # denselab logs metrics once per epoch, so Lightning's step-logging interval is unused
     # and its warning about small datasets would only confuse.
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # Lightning 2.6 calling torch's own deprecated pytree API: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
 
 
 def _route_lightning_logs_through_hydra() -> None:
