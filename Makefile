@@ -11,7 +11,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 UI_PORT ?= 5000
 
-.PHONY: install train test test-fast lint ui bench clean
+.PHONY: install train test test-fast lint ui bench pictures clean
 
 install: $(VENV)/.installed
 
@@ -33,7 +33,7 @@ test-fast: install lint
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench docs
 
 ui: install
 	mkdir -p mlruns
@@ -43,6 +43,10 @@ ui: install
 bench: install
 	$(BIN)/python bench/epoch.py
 	$(BIN)/python bench/flowers_prepare.py
+
+# The README's pictures: a real Fashion-MNIST run, its figures and its MLflow UI in Chromium.
+pictures: install
+	$(BIN)/python docs/pictures.py --out docs/images
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache
