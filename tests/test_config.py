@@ -81,6 +81,9 @@ def test_unknown_group_option_is_refused(compose_cfg):
         ("model.activation=swish", "model.activation must be one of"),
         ("model.loss=hinge", "model.loss must be one of"),
         ("trainer.max_epochs=0", "trainer.max_epochs must be a positive integer"),
+        ("trainer.num_nodes=0", "trainer.num_nodes must be a positive integer"),
+        ("trainer.devices=two", "trainer.devices must be a number of devices"),
+        ("trainer.strategy=''", "trainer.strategy must name a Lightning strategy"),
         ("optimizer.momentum=0", "nesterov=true needs optimizer.momentum > 0"),
         (
             "callbacks.weight_images.hidden_units=0",

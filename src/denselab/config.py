@@ -370,10 +370,38 @@ def validate_config(cfg: DictConfig) -> None:
             "optimizer.nesterov=true needs optimizer.momentum > 0; "
             "set a momentum or nesterov=false."
         )
-    # The trainer group takes any Lightning Trainer argument, so it has no closed schema.
-    max_epochs = cfg.trainer.get("max_epochs")
-    if not isinstance(max_epochs, int) or isinstance(max_epochs, bool) or max_epochs < 1:
-        raise ConfigError(f"trainer.max_epochs must be a positive integer (got {max_epochs}).")
+    # The trainer group takes any Lightning Trainer argument (+trainer.<name>=...), so it has
+    # no closed schema: the settings denselab relies on are checked here instead.
+    for key, rule in TRAINER_RULES.items():
+        value = cfg.trainer.get(key)
+        if not rule.holds(value):
+            raise ConfigError(rule.sentence(f"trainer.{key}", value))
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+TRAINER_RULES = {
+    "max_epochs": Rule(_is_count, "must be a positive integer"),
+    "num_nodes": Rule(_is_count, "must be a positive integer"),
+    # A count, a list of device ids, "auto", -1 (all), or "0,1".
+    "devices": Rule(
+        lambda v: (
+            _is_count(v)
+            or v in ("auto", -1)
+            or (isinstance(v, str) and all(p.strip().isdigit() for p in v.split(",")))
+            or (isinstance(v, ListConfig) and len(v) > 0)
+        ),
+        "must be a number of devices, a list of device ids, or auto",
+        "use e.g. {key}=2",
+    ),
+    "strategy": Rule(
+        lambda v: isinstance(v, str) and v != "",
+        "must name a Lightning strategy",
+        "use e.g. {key}=ddp, or auto",
+    ),
+}
 
 
 def _check_rules(node: DictConfig, path: str) -> None:

@@ -75,12 +75,18 @@ def epoch_line(epoch: int, max_epochs: Optional[int], metrics: dict, seconds: fl
 
 
 class EpochLines(ProgressBar):
-    """A progress display for logs: one line per epoch with the epoch's metrics."""
+    """A progress display for logs: one line per epoch with the epoch's metrics.
+
+    An epoch's line is written once its metrics are all in: Lightning calls callbacks'
+    ``on_train_epoch_end`` before the module's, which logs the training metrics, so the line
+    waits for the next epoch's start (or the end of training).
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self._enabled = True
         self._started = 0.0
+        self._pending: Optional[tuple[int, float]] = None  # (epoch, seconds) not yet written
 
     def disable(self) -> None:
         self._enabled = False
@@ -89,18 +95,23 @@ class EpochLines(ProgressBar):
         self._enabled = True
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer)
         self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Callbacks run before the module's own hook, which logs the epoch's train metrics:
-        # they are read from the module's running sums instead.
-        if not self._enabled or trainer.sanity_checking:
+        self._pending = (trainer.current_epoch, time.perf_counter() - self._started)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer)
+
+    def _write(self, trainer: pl.Trainer) -> None:
+        if self._pending is None:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        metrics.update(pl_module.epoch_train_metrics())
-        seconds = time.perf_counter() - self._started
-        if trainer.is_global_zero:
-            log.info(epoch_line(trainer.current_epoch, trainer.max_epochs, metrics, seconds))
+        epoch, seconds = self._pending
+        self._pending = None
+        if self._enabled and trainer.is_global_zero:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            log.info(epoch_line(epoch, trainer.max_epochs, metrics, seconds))
 
 
 def run_address(tracking_uri: str, experiment_id: str, run_id: str, ui_port: int = 5000) -> str:

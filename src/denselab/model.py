@@ -142,15 +142,13 @@ class MLPClassifier(pl.LightningModule):
             self._train_sums[2] += len(y)
         return loss
 
-    def epoch_train_metrics(self) -> dict[str, float]:
-        """The training loss and accuracy of the epoch so far, over every image it saw."""
-        loss_sum, correct, n = self._train_sums.tolist()
-        if not n:
-            return {}
-        return {"train/loss": loss_sum / n, "train/acc": correct / n}
-
     def on_train_epoch_end(self) -> None:
-        self.log_dict(self.epoch_train_metrics(), prog_bar=True)
+        # Over every image of the epoch: with several processes, summed over all ranks.
+        sums = self.trainer.strategy.reduce(self._train_sums, reduce_op="sum")
+        loss_sum, correct, n = sums.tolist()
+        if n:
+            metrics = {"train/loss": loss_sum / n, "train/acc": correct / n}
+            self.log_dict(metrics, prog_bar=True, sync_dist=True)
 
     # -- validation and test -----------------------------------------------------------
 
@@ -165,7 +163,10 @@ class MLPClassifier(pl.LightningModule):
         self._outputs = []
         loss = classification_loss(self.loss_kind, logits, targets).item()
         accuracy = (logits.argmax(dim=1) == targets).float().mean().item()
-        self.log_dict({f"{stage}/loss": loss, f"{stage}/acc": accuracy}, prog_bar=True)
+        # Every rank scored the whole split (see TensorBatches): the values agree, and
+        # sync_dist only says so to Lightning.
+        metrics = {f"{stage}/loss": loss, f"{stage}/acc": accuracy}
+        self.log_dict(metrics, prog_bar=True, sync_dist=True)
         return accuracy
 
     def on_validation_epoch_start(self) -> None:
@@ -178,7 +179,7 @@ class MLPClassifier(pl.LightningModule):
         accuracy = self._finish("val")
         if not self.trainer.sanity_checking:
             self.val_acc_best = max(self.val_acc_best, accuracy)
-            self.log("val/acc_best", self.val_acc_best)
+            self.log("val/acc_best", self.val_acc_best, sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self._outputs = []

@@ -7,6 +7,7 @@ denselab-train --cfg job                                    # print the composed
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
@@ -38,12 +39,19 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
 
     from denselab.console import progress_bars, quiet_third_party_notices
     from denselab.evaluation import Evaluator, restore_weights
-    from denselab.tracking import run_name, run_status, start_run
+    from denselab.ranks import joined_run, share_run
+    from denselab.tracking import run_name, run_status, start_run, tracking_uri
 
     quiet_third_party_notices()
-    client, run_id, uri = start_run(cfg, overrides)
-    log.info("MLflow run %s (%s) in %s", run_id, run_name(cfg), uri)
-    with run_status(client, run_id):
+    run_id, uri = joined_run(), tracking_uri(cfg)
+    if run_id is None:  # rank zero: the one process that creates, ends and reports the run
+        client, run_id, uri = start_run(cfg, overrides)
+        share_run(run_id)
+        log.info("MLflow run %s (%s) in %s", run_id, run_name(cfg), uri)
+        lifetime = run_status(client, run_id)
+    else:
+        lifetime = contextlib.nullcontext()
+    with lifetime:
         _quiet_irrelevant_warnings()
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         run = instantiate(cfg.logger, tracking_uri=uri, run_id=run_id)
@@ -66,8 +74,9 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
         else:  # all test labels hidden: nothing to score, but report on the best weights
             restore_weights(model, checkpoint.best_model_path)
 
-        kept = checkpoint.best_model_path if cfg.tracking.log_checkpoint else ""
-        report_run(run, evaluator, kept)
+        if trainer.is_global_zero:
+            kept = checkpoint.best_model_path if cfg.tracking.log_checkpoint else ""
+            report_run(run, evaluator, kept)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
