@@ -1,4 +1,4 @@
-# denselab: make train | make test | make ui | make bench
+# denselab: make train | make test | make test-fast | make ui | make bench
 # Everything runs from .venv, created and filled on first use.
 
 PYTHON ?= python3
@@ -11,7 +11,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 UI_PORT ?= 5000
 
-.PHONY: install train test lint ui bench clean
+.PHONY: install train test test-fast lint ui bench pictures clean
 
 install: $(VENV)/.installed
 
@@ -24,11 +24,16 @@ $(VENV)/.installed: pyproject.toml
 train: install
 	$(BIN)/denselab-train $(ARGS)
 
+# Everything, as CI runs it: the fast tier and the slow one (subprocesses, servers, packaging).
 test: install lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The edit loop: no subprocess, server or end-to-end run (under a minute on 2 cores).
+test-fast: install lint
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench docs
 
 ui: install
 	mkdir -p mlruns
@@ -38,6 +43,10 @@ ui: install
 bench: install
 	$(BIN)/python bench/epoch.py
 	$(BIN)/python bench/flowers_prepare.py
+
+# The README's pictures: a real Fashion-MNIST run, its figures and its MLflow UI in Chromium.
+pictures: install
+	$(BIN)/python docs/pictures.py --out docs/images
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 
 import denselab.train
-from denselab.callbacks import FigureCallback
+from denselab.callbacks import RunCallback
 from denselab.config import register_schemas
 
 HOOKS = (
@@ -63,12 +63,13 @@ def instrument() -> None:
     """Time Trainer.fit and .test, and each hook of each figure callback the run creates."""
     pl.Trainer.fit = timed("fit", pl.Trainer.fit)
     pl.Trainer.test = timed("test", pl.Trainer.test)
+    denselab.train.report_run = timed("report", denselab.train.report_run)
     make_callbacks = denselab.train.instantiate_callbacks
 
-    def instantiate_timed(cfg):
-        callbacks = make_callbacks(cfg)
+    def instantiate_timed(cfg, *args):
+        callbacks = make_callbacks(cfg, *args)
         for callback in callbacks:
-            if isinstance(callback, FigureCallback):
+            if isinstance(callback, RunCallback):
                 for hook in HOOKS:
                     label = f"figures:{type(callback).__name__}.{hook}"
                     setattr(callback, hook, timed(label, getattr(callback, hook)))
@@ -103,7 +104,7 @@ def report(title: str, times: dict[str, float]) -> None:
             print(f"  {name[8:]:<40} {value:7.2f} s")
     print(
         f"  fit {times['fit']:.1f} s, test {times['test']:.1f} s, "
-        f"figures {figure_seconds(times):.1f} s"
+        f"figures {figure_seconds(times):.1f} s, report {times.get('report', 0.0):.2f} s"
     )
 
 

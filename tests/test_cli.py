@@ -12,6 +12,9 @@ from conftest import fashion_mnist_or_skip, only_run
 from helpers import MNIST_FILES, console_script, mlflow_server, run_cli, write_mnist
 from mlflow import MlflowClient
 
+# Every test here starts the console script in a subprocess.
+pytestmark = pytest.mark.slow
+
 QUIET = ["trainer.enable_progress_bar=false"]
 # Figures have tests of their own; runs that test something else skip them for speed.
 NO_FIGURES = ["callbacks=none"]
@@ -60,6 +63,7 @@ def test_missing_data_without_network_fails_the_run_with_a_fix(tmp_path):
     assert result.returncode == 1
     assert all(name in output for name in MNIST_FILES)
     assert f"Put them in {tmp_path / 'data' / 'mnist'} by hand" in output
+    assert "data=digits (bundled with scikit-learn)" in output  # what trains offline
     assert "Traceback" not in output
     assert not (tmp_path / "data").exists()
     _, run = only_run(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
@@ -170,3 +174,25 @@ def test_runs_reach_an_mlflow_server(tmp_path, mnist_dir):
         assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
         assert "tables" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert not (tmp_path / "mlruns").exists()  # nothing went to the local store
+
+
+def test_piped_output_is_one_line_per_epoch_and_ends_with_the_run_address(tmp_path):
+    # No trainer.enable_progress_bar=false: the progress display as a user gets it, piped.
+    result = run_cli(["data=digits", "trainer.max_epochs=10", *NO_FIGURES], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "\r" not in output  # no bar redrawn step by step
+    epoch_lines = [line for line in output.splitlines() if "] - epoch " in line]
+    assert len(epoch_lines) == 10 and "epoch 10/10: loss " in epoch_lines[-1]
+    assert " | val loss " in epoch_lines[0]
+    assert len("\n".join(epoch_lines).encode()) < 5000
+    assert "Tip:" not in output and "TPU available" not in output
+    client, run = only_run(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "digits")
+    exp_id, run_id = run.info.experiment_id, run.info.run_id
+    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs/{run_id}" in output
+    assert "Accuracy by split (best checkpoint)" in output
+    # What the UI shows: the result on the Overview, test scores beside the last epoch.
+    note = run.data.tags["mlflow.note.content"]
+    assert "| test | 359 |" in note and "**Most confused** (test)" in note
+    assert [m.step for m in client.get_metric_history(run_id, "test/acc")] == [9]
+    assert len(run.data.params) <= 25

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hydra.errors import ConfigCompositionException, HydraException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from denselab.config import validate_config
@@ -76,6 +81,9 @@ def test_unknown_group_option_is_refused(compose_cfg):
         ("model.activation=swish", "model.activation must be one of"),
         ("model.loss=hinge", "model.loss must be one of"),
         ("trainer.max_epochs=0", "trainer.max_epochs must be a positive integer"),
+        ("trainer.num_nodes=0", "trainer.num_nodes must be a positive integer"),
+        ("trainer.devices=two", "trainer.devices must be a number of devices"),
+        ("trainer.strategy=''", "trainer.strategy must name a Lightning strategy"),
         ("optimizer.momentum=0", "nesterov=true needs optimizer.momentum > 0"),
         (
             "callbacks.weight_images.hidden_units=0",
@@ -152,3 +160,61 @@ def test_image_table_paths_follow_the_data_dir_unless_given(compose_cfg):
     cfg = compose_cfg(["data=image_table", "data.csv=meta/all.csv"])
     assert cfg.data.csv == "meta/all.csv" and cfg.data.images == "data/image_table/images.npy"
     validate_config(cfg)
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def _options_with_schemas():
+    """(yaml path, its schema class) for every option of conf/ that selects a schema."""
+    from denselab.config import SCHEMAS
+
+    for path in sorted(CONF.glob("*/*.yaml")):
+        for entry in OmegaConf.load(path).get("defaults", []):
+            if isinstance(entry, str) and entry.startswith("/schema/"):
+                group, name = entry.split("@")[0].split("/")[2:4]
+                yield path, SCHEMAS[group][name]
+
+
+def test_yaml_options_do_not_repeat_their_schemas_defaults():
+    """One place per setting: a YAML option sets a key only to tell itself apart (a value
+    other than its schema's default), never to repeat that default."""
+    seen = 0
+    for path, schema in _options_with_schemas():
+        defaults = OmegaConf.structured(schema)
+        own = OmegaConf.load(path)
+        repeated = [
+            key
+            for key in own
+            if key != "defaults"
+            and not OmegaConf.is_missing(defaults, key)
+            and OmegaConf.to_container(own)[key] == OmegaConf.to_container(defaults)[key]
+        ]
+        assert not repeated, f"{path.relative_to(CONF)} repeats its schema's {repeated}"
+        seen += 1
+    assert seen >= 12
+
+
+def test_the_config_and_its_constants_load_without_torch():
+    code = (
+        "import sys, denselab.config, denselab.constants, denselab.train; "
+        "assert 'torch' not in sys.modules and 'pytorch_lightning' not in sys.modules"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_constructors_take_their_defaults_from_the_schemas():
+    import inspect
+
+    from denselab.callbacks import ConfusionMatrix, WeightImages
+    from denselab.config import ConfusionMatrixSchema, ModelSchema, WeightImagesSchema
+    from denselab.model import MLPClassifier
+
+    def default(cls, name):
+        return inspect.signature(cls).parameters[name].default
+
+    assert default(ConfusionMatrix, "top_k") == ConfusionMatrixSchema.top_k
+    assert default(WeightImages, "hidden_units") == WeightImagesSchema.hidden_units
+    assert default(MLPClassifier, "activation") == ModelSchema.activation
+    assert default(MLPClassifier, "hidden_sizes") == [128]

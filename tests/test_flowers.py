@@ -115,6 +115,7 @@ def test_real_resources_are_the_published_files():
     }
 
 
+@pytest.mark.slow
 def test_one_epoch_through_the_console_script(flowers_src, tmp_path, store_uri):
     data_dir = tmp_path / "flowers17"
     data_dir.mkdir()

@@ -36,11 +36,32 @@ def test_mse_loss_compares_softmax_with_one_hot():
     assert classification_loss("mse", logits, torch.tensor([1, 0])) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_evaluate_reports_loss_and_accuracy():
+def test_an_evaluation_holds_probabilities_loss_and_accuracy():
+    from denselab.data.base import ImageDataModule, Split
+    from denselab.evaluation import Evaluator
+
     model = MLPClassifier(input_shape=(2,), num_classes=2, hidden_sizes=[])
     with torch.no_grad():
         model.first_layer.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
         model.first_layer.bias.zero_()
+    data = ImageDataModule(dir="unused", eval_batch_size=2)
+    data.class_names = ("a", "b")
     x = torch.tensor([[5.0, 0.0], [0.0, 5.0], [5.0, 0.0]])
-    loss, acc = model.evaluate(x, torch.tensor([0, 1, 1]), batch_size=2)
-    assert acc == pytest.approx(2 / 3) and loss > 0
+    data.splits = {"test": Split(x, torch.tensor([0, 1, 1]))}
+
+    evaluator = Evaluator(model, data)
+    evaluation = evaluator.evaluation("test")
+    assert evaluation.accuracy == pytest.approx(2 / 3) and evaluation.loss > 0
+    assert evaluation.probs.shape == (3, 2) and list(evaluation.predicted) == [0, 1, 0]
+    assert evaluation.class_names == ("a", "b") and evaluation.images.shape == (3, 2)
+    # The same weights: the same object, no second pass. New weights: a new evaluation.
+    assert evaluator.evaluation("test") is evaluation
+    with torch.no_grad():
+        model.first_layer.weight.mul_(-1)
+    again = evaluator.evaluation("test")
+    assert again is not evaluation and list(again.predicted) == [1, 0, 1]
+    # An optimizer step changes the weights in place: it too is noticed.
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(x).sum().backward()
+    optimizer.step()
+    assert evaluator.evaluation("test") is not again

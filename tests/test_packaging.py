@@ -8,6 +8,11 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
+
+# Builds a wheel and installs it into a fresh venv: minutes, not seconds.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

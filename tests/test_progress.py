@@ -1,17 +1,16 @@
-"""The progress bar redraws by the clock, not after every batch."""
+"""The terminal's progress bar redraws by the clock, not after every batch."""
 
 from __future__ import annotations
 
 import pytorch_lightning as pl
-from omegaconf import OmegaConf
 
-from denselab import progress
-from denselab.progress import TimedProgressBar, progress_bars
+from denselab import console
+from denselab.console import TimedProgressBar, progress_bars
 
 
 def test_redraws_at_most_once_an_interval_and_always_at_the_end(monkeypatch):
     clock = iter([100.0, 100.05, 100.1, 100.25, 100.26, 100.27])
-    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(console.time, "monotonic", lambda: next(clock))
     bar = TimedProgressBar(interval=0.2)
     bar._enabled = True
     # first batch draws; then nothing until 0.2 s passed; the last batch always draws
@@ -26,10 +25,9 @@ def test_disabled_bar_never_draws():
     assert not bar._should_update(10, 10)
 
 
-def test_the_trainer_uses_the_timed_bar_only_when_bars_are_on():
-    on = OmegaConf.create({"enable_progress_bar": True})
-    bars = progress_bars(on)
+def test_a_terminal_gets_the_timed_bar(monkeypatch):
+    monkeypatch.setattr(console.sys.stdout, "isatty", lambda: True)
+    bars = progress_bars(True)
+    assert isinstance(bars[0], TimedProgressBar)
     trainer = pl.Trainer(callbacks=bars, enable_progress_bar=True, logger=False)
     assert trainer.progress_bar_callback is bars[0]
-    assert progress_bars(OmegaConf.create({"enable_progress_bar": False})) == []
-    pl.Trainer(callbacks=[], enable_progress_bar=False, logger=False)  # Lightning accepts it

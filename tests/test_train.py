@@ -38,13 +38,21 @@ def test_short_training_beats_chance_and_logs_everything(
     # one point per epoch, stepped by epoch
     history = client.get_metric_history(run.info.run_id, "val/acc")
     assert [m.step for m in history] == [0, 1, 2]
+    # The final scores sit beside the last epoch, and read as the floats they are.
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test/acc")] == [2]
+    assert len(repr(run.data.metrics["test/acc"])) <= 12
     best = client.get_metric_history(run.info.run_id, "val/acc_best")
     assert best[-1].value == pytest.approx(max(m.value for m in history))
 
     params = run.data.params
     assert params["params_total"] == "101770"
     assert params["model.hidden_sizes"] == "[128]" and params["optimizer.lr"] == "0.01"
-    assert params["data.seed"] == "1"  # resolved, not "${seed}"
+    assert params["seed"] == "1" and "data.seed" not in params  # said once, resolved
+    assert params["optimizer"] == "SGD" and params["optimizer.momentum"] == "0.9"
+    assert len(params) <= 25, sorted(params)
+    assert not [k for k in params if k.endswith(("_target_", "_partial_"))]
+    assert not [k for k in params if k.startswith(("callbacks.", "tracking.", "logger."))]
+    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.name"]
     assert run.data.tags["dataset"] == "mnist" and run.data.tags["model"] == "mlp[128]"
     assert run.data.tags["overrides"] == "seed=1"
 

@@ -1,38 +1,115 @@
-"""The typed schema of a run's configuration, and the checks types alone cannot express.
+"""The typed schema of a run's configuration: each setting's type, default and range, once.
 
-The YAML files in ``conf/`` hold the values; the dataclasses here hold the types. Each YAML
-option names its schema in its defaults list (``- /schema/data/idx@_here_``), so Hydra rejects
-a wrong type (``model.hidden_sizes=[abc]``) or an unknown key while composing, before any data
-is touched. :func:`validate_config` then checks ranges and choices, also before any work.
+The dataclasses here are the single source of every setting. A YAML option in ``conf/`` names
+its schema in its defaults list (``- /schema/data/idx@_here_``) and adds only what tells that
+option apart (a dataset's name, folder and mirrors); Hydra then rejects a wrong type
+(``model.hidden_sizes=[abc]``) or an unknown key while composing, before any data is touched.
+A field's range or choice is a :class:`Rule` in its metadata, and :func:`validate_config`
+checks every rule of the composed config, also before any work. Python code that needs a
+default (a constructor's keyword) reads it with :func:`default_of` instead of repeating it.
+
+This module must not import torch or Lightning: ``--cfg job``, ``--help`` and config errors
+answer before those load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from denselab.constants import ACTIVATIONS, LOSSES, SPLITS
 from denselab.errors import ConfigError
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu")
-SPLITS = ("train", "val", "test")
-# Callback settings that count something: each must be at least 1.
-CALLBACK_COUNTS = ("per_class", "top_k", "hidden_units", "mistakes", "every_n_epochs")
-LOSSES = ("cross_entropy", "mse")
+# -- ranges and choices --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a setting's value must satisfy, and the sentence a user reads when it does not.
+
+    ``must`` completes "<key> ..." (e.g. "must be a positive integer"); ``fix``, where given,
+    follows the value, and may name the key as ``{key}`` and its parent node as ``{parent}``.
+    """
+
+    holds: Callable[[Any], bool]
+    must: str
+    fix: str = ""
+
+    def sentence(self, key: str, value: Any) -> str:
+        parent = key.rsplit(".", 1)[0]
+        shown = list(value) if isinstance(value, ListConfig) else value
+        shown = repr(shown) if isinstance(shown, str) else shown
+        fix = f"; {self.fix.format(key=key, parent=parent)}" if self.fix else ""
+        return f"{key} {self.must} (got {shown}){fix}."
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+POSITIVE_INT = Rule(_positive, "must be a positive integer")
+POSITIVE_NUMBER = Rule(_positive, "must be a positive number")
+FRACTION = Rule(lambda v: 0.0 < v < 1.0, "must lie strictly between 0 and 1", "use e.g. {key}=0.2")
+# A callback setting that counts something (images, pairs, units, epochs).
+COUNT = Rule(
+    _positive,
+    "must be a positive integer",
+    "set it to 1 or more, or {parent}=null to switch the figure off",
+)
+SPLIT_NAMES = Rule(
+    lambda v: len(v) > 0 and all(s in SPLITS for s in v),
+    f"must name one or more of {', '.join(SPLITS)}",
+    "use e.g. {key}=[val,test]",
+)
+
+
+THREADS = Rule(
+    _positive,
+    "must be a positive number of CPU threads",
+    "use e.g. threads=1, or threads=null to let denselab pick the faster count",
+)
+
+
+def one_of(choices: Any) -> Rule:
+    names = list(choices)
+    return Rule(lambda v: v in names, f"must be one of {', '.join(names)}")
+
+
+def setting(default: Any = MISSING, rule: Optional[Rule] = None) -> Any:
+    """A dataclass field with a default (lists are copied per instance) and an optional rule."""
+    metadata = {"rule": rule} if rule else {}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def default_of(schema: type, name: str) -> Any:
+    """The default of setting ``name`` in ``schema``: for constructors' keyword defaults."""
+    for f in dataclasses.fields(schema):
+        if f.name == name:
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            return f.default
+    raise KeyError(f"{schema.__name__} has no setting {name}")
+
+
+# -- data -------------------------------------------------------------------------------------
 
 
 @dataclass
 class DataSchema:
-    """The keys of every dataset."""
+    """The keys of every dataset. A dataset's YAML sets ``_target_``, ``name`` and ``dir``."""
 
     _target_: str = MISSING
     name: str = MISSING
     dir: str = MISSING
-    batch_size: int = MISSING
-    eval_batch_size: int = MISSING
-    seed: int = MISSING
+    batch_size: int = setting(32, POSITIVE_INT)
+    eval_batch_size: int = setting(1024, POSITIVE_INT)
+    seed: int = "${seed}"  # the run's seed draws the validation split
 
 
 @dataclass
@@ -40,88 +117,143 @@ class HeldOutDataSchema(DataSchema):
     """A dataset without an official validation split holds out this fraction of its
     training images, drawn by the seed."""
 
-    val_fraction: float = MISSING
+    val_fraction: float = setting(0.2, FRACTION)
 
 
 @dataclass
 class IdxDataSchema(HeldOutDataSchema):
-    mirrors: List[str] = MISSING
+    mirrors: List[str] = setting([])
     # Folders searched (in order, after ``dir``) for files already installed, e.g. by Debian.
-    system_dirs: List[str] = field(default_factory=list)
+    system_dirs: List[str] = setting([])
 
 
 @dataclass
 class DigitsDataSchema(HeldOutDataSchema):
-    test_fraction: float = MISSING
+    test_fraction: float = setting(0.2, FRACTION)
 
 
 @dataclass
 class FlowersDataSchema(DataSchema):
     """No val_fraction: Flowers-17 ships its own train/val/test splits."""
 
-    mirrors: List[str] = MISSING
+    mirrors: List[str] = setting([])
     # Photos are centre-cropped to a square and resized to image_size x image_size.
-    image_size: int = MISSING
+    image_size: int = setting(
+        64,
+        Rule(_positive, "must be a positive number of pixels", "use e.g. {key}=64"),
+    )
     # Which of the three official splits of datasplits.mat (trn/val/tst 1, 2 or 3).
-    split_id: int = MISSING
+    split_id: int = setting(
+        1, Rule(lambda v: v in (1, 2, 3), "must be 1, 2 or 3, one of the dataset's official splits")
+    )
 
 
 @dataclass
 class ImageTableDataSchema(HeldOutDataSchema):
     """val_fraction applies only when no labelled row of the CSV has train_id valid."""
 
-    csv: str = MISSING
-    images: str = MISSING
+    csv: str = "${.dir}/metadata.csv"
+    images: str = "${.dir}/images.npy"
+
+
+# -- model and optimizers ---------------------------------------------------------------------
 
 
 @dataclass
 class ModelSchema:
-    _target_: str = MISSING
-    hidden_sizes: List[int] = MISSING
-    activation: str = MISSING
-    dropout: float = MISSING
-    batch_norm: bool = MISSING
-    loss: str = MISSING
+    _target_: str = "denselab.model.MLPClassifier"
+    # []: no hidden layer, the course's "multinomial" model (softmax regression).
+    hidden_sizes: List[int] = setting(
+        [128],
+        Rule(
+            lambda v: all(size >= 1 for size in v),
+            "must hold positive layer widths",
+            "use e.g. {key}=[128], or [] for no hidden layer",
+        ),
+    )
+    activation: str = setting("relu", one_of(ACTIVATIONS))
+    dropout: float = setting(0.0, Rule(lambda v: 0.0 <= v < 1.0, "must lie in [0, 1)"))
+    batch_norm: bool = False
+    loss: str = setting("cross_entropy", one_of(LOSSES))
+
+
+LEARNING_RATE = Rule(_positive, "must be a positive number", "use e.g. {key}=0.01")
+NOT_NEGATIVE = Rule(lambda v: v >= 0, "must not be negative")
 
 
 @dataclass
-class SGDSchema:
+class OptimizerSchema:
+    """A torch.optim class, built partially: the model hands it its parameters."""
+
     _target_: str = MISSING
     _partial_: bool = True
-    lr: float = MISSING
-    momentum: float = MISSING
-    nesterov: bool = MISSING
-    weight_decay: float = MISSING
+    lr: float = setting(MISSING, LEARNING_RATE)
+    weight_decay: float = setting(0.0, NOT_NEGATIVE)
 
 
 @dataclass
-class RMSpropSchema:
-    _target_: str = MISSING
-    _partial_: bool = True
-    lr: float = MISSING
-    alpha: float = MISSING
-    eps: float = MISSING
-    momentum: float = MISSING
-    weight_decay: float = MISSING
+class SGDSchema(OptimizerSchema):
+    _target_: str = "torch.optim.SGD"
+    lr: float = setting(0.01, LEARNING_RATE)
+    momentum: float = setting(0.9, NOT_NEGATIVE)
+    nesterov: bool = True
 
 
 @dataclass
-class AdamSchema:
-    _target_: str = MISSING
-    _partial_: bool = True
-    lr: float = MISSING
-    betas: List[float] = MISSING
-    eps: float = MISSING
-    weight_decay: float = MISSING
+class RMSpropSchema(OptimizerSchema):
+    """alpha and eps follow Keras' RMSprop (rho=0.9, epsilon=1e-7), which the course used."""
+
+    _target_: str = "torch.optim.RMSprop"
+    lr: float = setting(0.001, LEARNING_RATE)
+    alpha: float = 0.9
+    eps: float = 1.0e-07
+    momentum: float = setting(0.0, NOT_NEGATIVE)
+
+
+@dataclass
+class AdamSchema(OptimizerSchema):
+    _target_: str = "torch.optim.Adam"
+    lr: float = setting(0.001, LEARNING_RATE)
+    betas: List[float] = setting([0.9, 0.999])
+    eps: float = 1.0e-08
+
+
+# -- tracking, logger, checkpoint -------------------------------------------------------------
 
 
 @dataclass
 class TrackingSchema:
     # None: the embedded sqlite store under ./mlruns of the directory the command started in.
     uri: Optional[str] = None
+    # None: the dataset's name (data.name).
     experiment_name: Optional[str] = None
+    # None: "<dataset>-mlp[<hidden sizes>]-<optimizer>", e.g. mnist-mlp[128]-sgd.
     run_name: Optional[str] = None
+    # Log the best checkpoint to the run (checkpoints/<name>.ckpt).
     log_checkpoint: bool = True
+
+
+@dataclass
+class LoggerSchema:
+    """The Lightning logger, and the one writer of everything a run records."""
+
+    _target_: str = "denselab.run_logger.RunLogger"
+
+
+@dataclass
+class CheckpointSchema:
+    """Lightning's ModelCheckpoint: the best epoch by ``monitor`` is what the run is tested
+    and reported on; ``last.ckpt`` is the newest epoch. Its folder is the job's output dir."""
+
+    _target_: str = "pytorch_lightning.callbacks.ModelCheckpoint"
+    monitor: str = "val/acc"
+    mode: str = setting("max", one_of(("max", "min")))
+    filename: str = "best-epoch{epoch:02d}"
+    auto_insert_metric_name: bool = False
+    save_last: bool = True
+
+
+# -- figure callbacks --------------------------------------------------------------------------
 
 
 @dataclass
@@ -130,46 +262,55 @@ class CallbackSchema:
 
 
 @dataclass
-class SplitCallbackSchema(CallbackSchema):
-    """A figure drawn per split, from the splits named here."""
-
-    splits: List[str] = MISSING
-
-
-@dataclass
 class ClassSamplesSchema(CallbackSchema):
-    per_class: int = MISSING
-    seed: int = MISSING
+    """Random training images of each class, when training starts."""
+
+    _target_: str = "denselab.callbacks.ClassSamples"
+    per_class: int = setting(10, COUNT)
+    seed: int = "${seed}"
 
 
 @dataclass
-class ConfusionMatrixSchema(SplitCallbackSchema):
-    top_k: int = MISSING
+class ConfusionMatrixSchema(CallbackSchema):
+    """Heatmap, counts CSV and the ``top_k`` most confused pairs of each split."""
+
+    _target_: str = "denselab.callbacks.ConfusionMatrix"
+    splits: List[str] = setting(["val", "test"], SPLIT_NAMES)
+    top_k: int = setting(5, COUNT)
 
 
 @dataclass
 class WeightImagesSchema(CallbackSchema):
-    hidden_units: int = MISSING
+    """First-layer weights as images, and an image series over the epochs."""
+
+    _target_: str = "denselab.callbacks.WeightImages"
+    hidden_units: int = setting(16, COUNT)
     # None: an image every epoch up to 20 epochs, then about 20 images in all.
-    every_n_epochs: Optional[int] = MISSING
+    every_n_epochs: Optional[int] = setting(None, COUNT)
 
 
 @dataclass
-class TypicalExamplesSchema(SplitCallbackSchema):
-    mistakes: int = MISSING
+class TypicalExamplesSchema(CallbackSchema):
+    """Each class's most confident image, and the ``mistakes`` most confident mistakes."""
+
+    _target_: str = "denselab.callbacks.TypicalExamples"
+    splits: List[str] = setting(["train", "val", "test"], SPLIT_NAMES)
+    mistakes: int = setting(16, COUNT)
 
 
 @dataclass
-class FiguresSchema:
-    """The figure callbacks; each may be null (off). A closed set: a misspelt name fails
-    while composing instead of silently drawing nothing."""
+class TrainingCurvesSchema(CallbackSchema):
+    """Loss and accuracy per epoch, train against validation."""
 
-    class_samples: Optional[ClassSamplesSchema] = None
-    confusion_matrix: Optional[ConfusionMatrixSchema] = None
-    weight_images: Optional[WeightImagesSchema] = None
-    typical_examples: Optional[TypicalExamplesSchema] = None
-    training_curves: Optional[CallbackSchema] = None
-    class_metrics: Optional[SplitCallbackSchema] = None
+    _target_: str = "denselab.callbacks.TrainingCurves"
+
+
+@dataclass
+class ClassMetricsSchema(CallbackSchema):
+    """Per-class precision, recall, F1 and support (a table)."""
+
+    _target_: str = "denselab.callbacks.ClassMetrics"
+    splits: List[str] = setting(["test"], SPLIT_NAMES)
 
 
 @dataclass
@@ -181,111 +322,109 @@ class RunSchema:
     optimizer: Any = MISSING
     trainer: Any = MISSING
     tracking: Any = MISSING
+    logger: Any = MISSING
+    checkpoint: Any = MISSING
     # name -> Lightning callback config (``_target_``); see conf/callbacks/.
     callbacks: Any = None
-    seed: int = MISSING
+    seed: int = 42
     # torch's CPU threads; None: the faster count for the network (denselab.threads).
-    threads: Optional[int] = None
+    threads: Optional[int] = setting(None, THREADS)
+
+
+# Group -> option name -> schema. A YAML option selects its schema by this path
+# (``/schema/<group>/<name>``); an option of your own may reuse any of them.
+SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {
+        "held_out": HeldOutDataSchema,
+        "idx": IdxDataSchema,
+        "digits": DigitsDataSchema,
+        "flowers17": FlowersDataSchema,
+        "image_table": ImageTableDataSchema,
+    },
+    "model": {"mlp": ModelSchema},
+    "optimizer": {"sgd": SGDSchema, "rmsprop": RMSpropSchema, "adam": AdamSchema},
+    "tracking": {"mlflow": TrackingSchema},
+    "logger": {"mlflow": LoggerSchema},
+    "checkpoint": {"best": CheckpointSchema},
+    "callbacks": {
+        "class_samples": ClassSamplesSchema,
+        "confusion_matrix": ConfusionMatrixSchema,
+        "weight_images": WeightImagesSchema,
+        "typical_examples": TypicalExamplesSchema,
+        "training_curves": TrainingCurvesSchema,
+        "class_metrics": ClassMetricsSchema,
+    },
+}
 
 
 def register_schemas() -> None:
     """Make the schemas known to Hydra; the entry point calls this before composing."""
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunSchema)
-    cs.store(group="schema/data", name="idx", node=IdxDataSchema)
-    cs.store(group="schema/data", name="digits", node=DigitsDataSchema)
-    cs.store(group="schema/data", name="flowers17", node=FlowersDataSchema)
-    cs.store(group="schema/data", name="image_table", node=ImageTableDataSchema)
-    cs.store(group="schema/model", name="mlp", node=ModelSchema)
-    cs.store(group="schema/optimizer", name="sgd", node=SGDSchema)
-    cs.store(group="schema/optimizer", name="rmsprop", node=RMSpropSchema)
-    cs.store(group="schema/optimizer", name="adam", node=AdamSchema)
-    cs.store(group="schema/tracking", name="mlflow", node=TrackingSchema)
-    cs.store(group="schema/callbacks", name="figures", node=FiguresSchema)
+    for group, options in SCHEMAS.items():
+        for name, schema in options.items():
+            cs.store(group=f"schema/{group}", name=name, node=schema)
+
+
+# -- checks before any work --------------------------------------------------------------------
 
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError, naming the key and a valid value, for a config that cannot run."""
-    data, model, opt, trainer = cfg.data, cfg.model, cfg.optimizer, cfg.trainer
+    _check_rules(cfg, "")
 
-    if "val_fraction" in data and not 0.0 < data.val_fraction < 1.0:
-        raise ConfigError(
-            f"data.val_fraction must lie strictly between 0 and 1 (got {data.val_fraction}); "
-            "use e.g. data.val_fraction=0.2."
-        )
-    if "test_fraction" in data and not 0.0 < data.test_fraction < 1.0:
-        raise ConfigError(
-            f"data.test_fraction must lie strictly between 0 and 1 (got {data.test_fraction}); "
-            "use e.g. data.test_fraction=0.2."
-        )
-    for key in ("batch_size", "eval_batch_size"):
-        if data[key] < 1:
-            raise ConfigError(f"data.{key} must be a positive integer (got {data[key]}).")
-    if "image_size" in data and data.image_size < 1:
-        raise ConfigError(
-            f"data.image_size must be a positive number of pixels (got {data.image_size}); "
-            "use e.g. data.image_size=64."
-        )
-    if "split_id" in data and data.split_id not in (1, 2, 3):
-        raise ConfigError(
-            f"data.split_id must be 1, 2 or 3, one of the dataset's official splits "
-            f"(got {data.split_id})."
-        )
-
-    bad_sizes = [size for size in model.hidden_sizes if size < 1]
-    if bad_sizes:
-        raise ConfigError(
-            f"model.hidden_sizes must hold positive layer widths (got {list(model.hidden_sizes)}); "
-            "use e.g. model.hidden_sizes=[128], or [] for no hidden layer."
-        )
-    if model.activation not in ACTIVATIONS:
-        raise ConfigError(
-            f"model.activation must be one of {', '.join(ACTIVATIONS)} (got {model.activation!r})."
-        )
-    if model.loss not in LOSSES:
-        raise ConfigError(f"model.loss must be one of {', '.join(LOSSES)} (got {model.loss!r}).")
-    if not 0.0 <= model.dropout < 1.0:
-        raise ConfigError(f"model.dropout must lie in [0, 1) (got {model.dropout}).")
-
-    if opt.lr <= 0:
-        raise ConfigError(
-            f"optimizer.lr must be a positive number (got {opt.lr}); use e.g. optimizer.lr=0.01."
-        )
-    if opt.get("momentum", 0.0) < 0:
-        raise ConfigError(f"optimizer.momentum must not be negative (got {opt.momentum}).")
+    opt = cfg.optimizer
     if opt.get("nesterov", False) and opt.momentum <= 0:
         raise ConfigError(
             "optimizer.nesterov=true needs optimizer.momentum > 0; "
             "set a momentum or nesterov=false."
         )
-
-    threads = cfg.get("threads")
-    if threads is not None and threads < 1:
-        raise ConfigError(
-            f"threads must be a positive number of CPU threads (got {threads}); use e.g. "
-            "threads=1, or threads=null to let denselab pick the faster count."
-        )
-
-    max_epochs = trainer.get("max_epochs")
-    if not isinstance(max_epochs, int) or max_epochs < 1:
-        raise ConfigError(f"trainer.max_epochs must be a positive integer (got {max_epochs}).")
-
-    for name, callback in (cfg.get("callbacks") or {}).items():
-        if callback:
-            _validate_callback(name, callback)
+    # The trainer group takes any Lightning Trainer argument (+trainer.<name>=...), so it has
+    # no closed schema: the settings denselab relies on are checked here instead.
+    for key, rule in TRAINER_RULES.items():
+        value = cfg.trainer.get(key)
+        if not rule.holds(value):
+            raise ConfigError(rule.sentence(f"trainer.{key}", value))
 
 
-def _validate_callback(name: str, callback: DictConfig) -> None:
-    for key in CALLBACK_COUNTS:
-        value = callback.get(key)
-        if value is not None and value < 1:
-            raise ConfigError(
-                f"callbacks.{name}.{key} must be a positive integer (got {value}); "
-                f"set it to 1 or more, or callbacks.{name}=null to switch the figure off."
-            )
-    splits = callback.get("splits")
-    if splits is not None and (not splits or any(s not in SPLITS for s in splits)):
-        raise ConfigError(
-            f"callbacks.{name}.splits must name one or more of {', '.join(SPLITS)} "
-            f"(got {list(splits)}); use e.g. callbacks.{name}.splits=[val,test]."
-        )
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+TRAINER_RULES = {
+    "max_epochs": Rule(_is_count, "must be a positive integer"),
+    "num_nodes": Rule(_is_count, "must be a positive integer"),
+    # A count, a list of device ids, "auto", -1 (all), or "0,1".
+    "devices": Rule(
+        lambda v: (
+            _is_count(v)
+            or v in ("auto", -1)
+            or (isinstance(v, str) and all(p.strip().isdigit() for p in v.split(",")))
+            or (isinstance(v, ListConfig) and len(v) > 0)
+        ),
+        "must be a number of devices, a list of device ids, or auto",
+        "use e.g. {key}=2",
+    ),
+    "strategy": Rule(
+        lambda v: isinstance(v, str) and v != "",
+        "must name a Lightning strategy",
+        "use e.g. {key}=ddp, or auto",
+    ),
+}
+
+
+def _check_rules(node: DictConfig, path: str) -> None:
+    """Every Rule of every schema-typed node below ``node``, depth first."""
+    schema = OmegaConf.get_type(node)
+    rules = (
+        {f.name: f.metadata["rule"] for f in dataclasses.fields(schema) if "rule" in f.metadata}
+        if dataclasses.is_dataclass(schema)
+        else {}
+    )
+    for key in node:
+        value = node.get(key)
+        name = f"{path}{key}"
+        if isinstance(value, DictConfig):
+            _check_rules(value, f"{name}.")
+        elif key in rules and value is not None and not rules[key].holds(value):
+            raise ConfigError(rules[key].sentence(name, value))

@@ -295,6 +295,7 @@ def curves_figure(history: pd.DataFrame, title: str) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     put_title(fig, title)
     return fig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -38,3 +39,32 @@ class PrepareTrackingStore(Callback):
         except DenselabError as err:
             # Each job reports it again, as one sentence, and fails; nothing to add here.
             log.debug("Tracking store not prepared: %s", err)
+
+
+class RefuseRelaunchingDevices(Callback):
+    """Refuse a sweep whose jobs would each train on several devices by relaunching.
+
+    Lightning starts more devices by running the command again for each; inside a Hydra
+    multirun that command is the whole sweep, which would then run once more per device.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            refuse_relaunching_devices(config)
+        except DenselabError as err:
+            log.error(str(err))
+            sys.exit(1)
+
+
+def refuse_relaunching_devices(cfg: DictConfig) -> None:
+    from denselab.errors import ConfigError
+    from denselab.ranks import device_count
+
+    count = device_count(cfg.trainer.get("devices", 1))
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    if (count or 1) * cfg.trainer.get("num_nodes", 1) > 1 and "spawn" not in strategy:
+        raise ConfigError(
+            f"trainer.devices={cfg.trainer.devices} inside a sweep (-m) would start the whole "
+            "sweep again on every device; use trainer.strategy=ddp_spawn, or one device per "
+            "job (trainer.devices=1) and a parallel launcher."
+        )

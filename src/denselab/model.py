@@ -1,31 +1,26 @@
 """The dense network: an MLP LightningModule that knows nothing of the dataset it sees.
 
 Training metrics are summed in tensors during the epoch and logged once at its end, and
-validation and test predictions are kept whole for the epoch: that is cheaper per step than
-logging every batch, and it leaves the figures (confusion matrix, typical examples) the
-predictions they need without another pass over the data.
+validation and test logits are gathered for the epoch and scored once: both are cheaper per
+step than logging every batch. What the trained weights make of a split, for figures and
+tables, is :mod:`denselab.evaluation`'s job, not the model's.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from denselab.config import ModelSchema, default_of
+from denselab.constants import ACTIVATIONS
 from denselab.pixels import as_float
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "gelu": nn.GELU,
-}
 
 
 def build_mlp(
@@ -44,7 +39,7 @@ def build_mlp(
         layers.append(nn.Linear(width, size))
         if batch_norm:
             layers.append(nn.BatchNorm1d(size))
-        layers.append(ACTIVATIONS[activation]())
+        layers.append(getattr(nn, ACTIVATIONS[activation])())
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = size
@@ -59,22 +54,6 @@ def classification_loss(kind: str, logits: torch.Tensor, targets: torch.Tensor) 
     return F.cross_entropy(logits, targets)
 
 
-@dataclass
-class Predictions:
-    """Class probabilities (N, K) and true labels (N,) of one split, in split order."""
-
-    probs: torch.Tensor
-    targets: torch.Tensor
-
-    @property
-    def predicted(self) -> torch.Tensor:
-        return self.probs.argmax(dim=1)
-
-    @property
-    def accuracy(self) -> float:
-        return (self.predicted == self.targets).float().mean().item()
-
-
 class MLPClassifier(pl.LightningModule):
     """A multi-layer perceptron classifier for images of ``input_shape``."""
 
@@ -82,11 +61,11 @@ class MLPClassifier(pl.LightningModule):
         self,
         input_shape: Sequence[int],
         num_classes: int,
-        hidden_sizes: Sequence[int] = (128,),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-        loss: str = "cross_entropy",
+        hidden_sizes: Sequence[int] = default_of(ModelSchema, "hidden_sizes"),
+        activation: str = default_of(ModelSchema, "activation"),
+        dropout: float = default_of(ModelSchema, "dropout"),
+        batch_norm: bool = default_of(ModelSchema, "batch_norm"),
+        loss: str = default_of(ModelSchema, "loss"),
         optimizer: Optional[Callable[..., torch.optim.Optimizer]] = None,
         class_names: Optional[Sequence[str]] = None,
     ):
@@ -111,7 +90,6 @@ class MLPClassifier(pl.LightningModule):
         )
         self.loss_kind = loss
         self.optimizer_factory = optimizer or torch.optim.SGD
-        self.predictions: dict[str, Predictions] = {}
         self.val_acc_best = 0.0
         self._train_sums = torch.zeros(3)  # loss * n, correct, n
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -130,6 +108,14 @@ class MLPClassifier(pl.LightningModule):
         return self.hparams.class_names or [str(k) for k in range(self.hparams.num_classes)]
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.hparams.input_shape)
+
+    @property
+    def has_hidden_layer(self) -> bool:
+        return bool(self.hparams.hidden_sizes)
+
+    @property
     def layer_widths(self) -> list[int]:
         """Input features, hidden widths, classes: the network's size in one list."""
         hp = self.hparams
@@ -138,6 +124,10 @@ class MLPClassifier(pl.LightningModule):
     @property
     def first_layer(self) -> nn.Linear:
         return self.net[1]
+
+    def first_layer_weights(self) -> np.ndarray:
+        """The first Linear layer's (units, inputs) weights, as a float NumPy array."""
+        return self.first_layer.weight.detach().float().cpu().numpy()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -165,8 +155,12 @@ class MLPClassifier(pl.LightningModule):
     training_step.__signature__ = inspect.signature(training_step)
 
     def on_train_epoch_end(self) -> None:
-        loss_sum, correct, n = self._train_sums.tolist()
-        self.log_dict({"train/loss": loss_sum / n, "train/acc": correct / n}, prog_bar=True)
+        # Over every image of the epoch: with several processes, summed over all ranks.
+        sums = self.trainer.strategy.reduce(self._train_sums, reduce_op="sum")
+        loss_sum, correct, n = sums.tolist()
+        if n:
+            metrics = {"train/loss": loss_sum / n, "train/acc": correct / n}
+            self.log_dict(metrics, prog_bar=True, sync_dist=True)
 
     # -- validation and test -----------------------------------------------------------
 
@@ -174,15 +168,18 @@ class MLPClassifier(pl.LightningModule):
         x, y = batch
         self._outputs.append((self(x), y))
 
-    def _finish(self, stage: str) -> Predictions:
+    def _finish(self, stage: str) -> float:
+        """Log the epoch's loss and accuracy of ``stage``; returns the accuracy."""
         logits = torch.cat([logits for logits, _ in self._outputs])
         targets = torch.cat([y for _, y in self._outputs])
         self._outputs = []
         loss = classification_loss(self.loss_kind, logits, targets).item()
-        preds = Predictions(logits.softmax(dim=1), targets)
-        self.predictions[stage] = preds
-        self.log_dict({f"{stage}/loss": loss, f"{stage}/acc": preds.accuracy}, prog_bar=True)
-        return preds
+        accuracy = (logits.argmax(dim=1) == targets).float().mean().item()
+        # Every rank scored the whole split (see TensorBatches): the values agree, and
+        # sync_dist only says so to Lightning.
+        metrics = {f"{stage}/loss": loss, f"{stage}/acc": accuracy}
+        self.log_dict(metrics, prog_bar=True, sync_dist=True)
+        return accuracy
 
     def on_validation_epoch_start(self) -> None:
         self._outputs = []
@@ -191,10 +188,10 @@ class MLPClassifier(pl.LightningModule):
         self._collect(batch)
 
     def on_validation_epoch_end(self) -> None:
-        preds = self._finish("val")
+        accuracy = self._finish("val")
         if not self.trainer.sanity_checking:
-            self.val_acc_best = max(self.val_acc_best, preds.accuracy)
-            self.log("val/acc_best", self.val_acc_best)
+            self.val_acc_best = max(self.val_acc_best, accuracy)
+            self.log("val/acc_best", self.val_acc_best, sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self._outputs = []
@@ -222,17 +219,6 @@ class MLPClassifier(pl.LightningModule):
         )
         self.train(was_training)
         return logits
-
-    def evaluate(
-        self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
-    ) -> tuple[float, float]:
-        """(loss, accuracy) of the current weights on images ``x`` (as stored) with labels
-        ``y``."""
-        logits = self.predict_logits(x, batch_size)
-        y = y.to(logits.device)
-        loss = classification_loss(self.loss_kind, logits, y).item()
-        acc = (logits.argmax(dim=1) == y).float().mean().item()
-        return loss, acc
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
+from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 
 from denselab.errors import TrackingError, first_line
@@ -56,6 +57,8 @@ def start_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[MlflowCli
     commit = git_commit(Path(__file__).parent)  # denselab's own code, where it is a checkout
     if commit:
         tags["mlflow.source.git.commit"] = commit
+    # MLflow's own context: the user, the source (the script) and its type, as fluent runs get.
+    tags = resolve_tags(tags)
     run = client.create_run(experiment_id, run_name=run_name(cfg), tags=tags)
     return client, run.info.run_id, uri
 
@@ -123,9 +126,40 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# What says how a run is recorded, located or shown, not what was trained: no param of its
+# own (config.yaml, logged to every run, holds the whole config).
+PLUMBING_GROUPS = ("tracking", "logger", "checkpoint", "callbacks", "hydra")
+PLUMBING_KEYS = (
+    "data.dir",
+    "data.csv",
+    "data.images",
+    "data.mirrors",
+    "data.system_dirs",
+    "data.eval_batch_size",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.num_sanity_val_steps",
+    "trainer.log_every_n_steps",
+    "trainer.default_root_dir",
+)
+
+
 def run_params(cfg: DictConfig) -> dict[str, Any]:
+    """The settings a person compares runs by: the data, the model, the optimizer (by class
+    name, ``optimizer=SGD``), the trainer's settings that change the result, and the seed.
+    No ``_target_``/``_partial_``, no unset values, no plumbing."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    return flatten(container)
+    flat = flatten({k: v for k, v in container.items() if k not in PLUMBING_GROUPS})
+    params = {
+        key: value
+        for key, value in flat.items()
+        if value is not None
+        and key.rsplit(".", 1)[-1] not in ("_target_", "_partial_")
+        and key not in PLUMBING_KEYS
+        and not (key == "data.seed" and value == cfg.seed)  # the run's seed, said once
+    }
+    params["optimizer"] = cfg.optimizer._target_.rsplit(".", 1)[-1]
+    return dict(sorted(params.items()))
 
 
 def git_commit(directory: Path) -> Optional[str]:

@@ -7,6 +7,7 @@ denselab-train --cfg job                                    # print the composed
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
@@ -35,93 +36,135 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
     # `--cfg job`, `--help` and config errors should answer at once.
     import pytorch_lightning as pl
     from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from denselab.evaluation import accuracy_by_split, predict_unlabeled, restore_weights
-    from denselab.mlflow_logger import EpochMLFlowLogger
-    from denselab.model import count_parameters
-    from denselab.progress import progress_bars
+    from denselab.console import progress_bars, quiet_third_party_notices
+    from denselab.evaluation import Evaluator, restore_weights
     from denselab.threads import apply_threads
-    from denselab.tracking import run_name, run_params, run_status, start_run
+    from denselab.ranks import joined_run, share_run
+    from denselab.tracking import run_name, run_status, start_run, tracking_uri
 
-    client, run_id, uri = start_run(cfg, overrides)
-    log.info("MLflow run %s (%s) in %s", run_id, run_name(cfg), uri)
-
-    with run_status(client, run_id):
+    quiet_third_party_notices()
+    run_id, uri = joined_run(), tracking_uri(cfg)
+    if run_id is None:  # rank zero: the one process that creates, ends and reports the run
+        client, run_id, uri = start_run(cfg, overrides)
+        share_run(run_id)
+        log.info("MLflow run %s (%s) in %s", run_id, run_name(cfg), uri)
+        lifetime = run_status(client, run_id)
+    else:
+        lifetime = contextlib.nullcontext()
+    with lifetime:
         _quiet_irrelevant_warnings()
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule = instantiate(cfg.data)
-        datamodule.prepare_data()
-        datamodule.setup()
-        log.info(datamodule.describe())
-
-        model = instantiate(
-            cfg.model,
-            input_shape=datamodule.input_shape,
-            num_classes=datamodule.num_classes,
-            class_names=list(datamodule.class_names),
-            optimizer=instantiate(cfg.optimizer),
-        )
-        apply_threads(cfg.get("threads"), model.layer_widths, cfg.data.batch_size)
-        logger = EpochMLFlowLogger(tracking_uri=uri, run_id=run_id)
-        params = run_params(cfg)
-        params["params_total"] = count_parameters(model)
-        logger.log_hyperparams(params)
-        client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        client.set_tag(run_id, "input_shape", "x".join(map(str, datamodule.input_shape)))
-        log.info("%s: %s parameters", run_name(cfg), f"{params['params_total']:,}")
-
-        checkpoint = ModelCheckpoint(
-            dirpath=output_dir / "checkpoints",
-            filename="best-epoch{epoch:02d}",
-            monitor="val/acc",
-            mode="max",
-            save_last=True,
-            auto_insert_metric_name=False,
-        )
+        run = instantiate(cfg.logger, tracking_uri=uri, run_id=run_id)
+        data = prepare_data(cfg)
+        model = build_model(cfg, data)
+        apply_threads(cfg.threads, model.layer_widths, cfg.data.batch_size)
+        evaluator = Evaluator(model, data)
+        checkpoint = instantiate(cfg.checkpoint, dirpath=str(output_dir / "checkpoints"))
+        figures = instantiate_callbacks(cfg.get("callbacks"), run, evaluator)
         trainer = instantiate(
             cfg.trainer,
-            logger=logger,
-            callbacks=[
-                checkpoint,
-                *progress_bars(cfg.trainer),
-                *instantiate_callbacks(cfg.get("callbacks")),
-            ],
+            logger=run,
+            callbacks=[checkpoint, *progress_bars(cfg.trainer.enable_progress_bar), *figures],
             default_root_dir=str(output_dir),
         )
-        trainer.fit(model, datamodule=datamodule)
-        if "test" in datamodule.splits:
-            trainer.test(model, datamodule=datamodule, ckpt_path="best", verbose=False)
-        else:  # all test labels hidden: nothing to score, but predict with the best weights
+        log_run_settings(run, cfg, model, data)
+
+        trainer.fit(model, datamodule=data)
+        if "test" in data.splits:
+            trainer.test(model, datamodule=data, ckpt_path="best", verbose=False)
+        else:  # all test labels hidden: nothing to score, but report on the best weights
             restore_weights(model, checkpoint.best_model_path)
 
-        table = accuracy_by_split(model, datamodule)
-        client.log_table(run_id, table, "tables/accuracy_by_split.json")
-        log.info("Accuracy by split (best checkpoint):\n%s", table.to_string(index=False))
-        if datamodule.unlabeled is not None:
-            predictions = predict_unlabeled(model, datamodule)
-            client.log_table(run_id, predictions, "tables/predictions_unlabeled.json")
-            log.info("Predicted %s images with hidden labels", f"{len(predictions):,}")
-        if cfg.tracking.log_checkpoint and checkpoint.best_model_path:
-            client.log_artifact(run_id, checkpoint.best_model_path, "checkpoints")
-
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    return metrics
+        if trainer.is_global_zero:
+            kept = checkpoint.best_model_path if cfg.tracking.log_checkpoint else ""
+            report_run(run, evaluator, kept)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
-def instantiate_callbacks(callbacks_cfg: Optional[DictConfig]) -> list:
-    """The ``callbacks`` group: a mapping of names to callback configs; null ones are off."""
+def prepare_data(cfg: DictConfig):
+    """The datamodule of ``cfg.data``, with its splits loaded."""
     from hydra.utils import instantiate
+
+    data = instantiate(cfg.data)
+    data.prepare_data()
+    data.setup()
+    log.info(data.describe())
+    return data
+
+
+def build_model(cfg: DictConfig, data):
+    """The network of ``cfg.model`` for the data's shape and classes, with its optimizer."""
+    from hydra.utils import instantiate
+
+    return instantiate(
+        cfg.model,
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        class_names=list(data.class_names),
+        optimizer=instantiate(cfg.optimizer),
+    )
+
+
+def log_run_settings(run, cfg: DictConfig, model, data) -> None:
+    """Params (the resolved config, flattened, and the parameter count), the config as YAML,
+    and the input shape."""
+    from denselab.model import count_parameters
+    from denselab.tracking import run_name, run_params
+
+    params = run_params(cfg)
+    params["params_total"] = count_parameters(model)
+    run.log_hyperparams(params)
+    run.text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    run.tag("input_shape", "x".join(map(str, data.input_shape)))
+    log.info("%s: %s parameters", run_name(cfg), f"{params['params_total']:,}")
+
+
+def report_run(run, evaluator, checkpoint_path: str) -> None:
+    """What the final weights score on each split, their hidden-label predictions, the
+    checkpoint they came from, the run's description, and where to read it all."""
+    from denselab import report
+    from denselab.console import run_address
+    from denselab.constants import CURVE_METRICS
+
+    table = evaluator.accuracy_by_split()
+    run.table(table, "accuracy_by_split")
+    predictions = evaluator.unlabeled_predictions()
+    if predictions is not None:
+        run.table(predictions, "predictions_unlabeled")
+        log.info("Predicted %s images with hidden labels", f"{len(predictions):,}")
+    if checkpoint_path:
+        run.file(checkpoint_path, "checkpoints")
+    scored = evaluator.evaluation(evaluator.splits[-1])  # test, where the data has one
+    history = run.history(CURVE_METRICS)
+    run.describe(report.run_description(table, scored, history, run.figure_paths))
+    log.info("Accuracy by split (best checkpoint):\n%s", table.to_string(index=False))
+    address = run_address(run.tracking_uri, run.experiment_id, run.run_id)
+    log.info("The run in the MLflow UI: %s", address)
+
+
+def instantiate_callbacks(callbacks_cfg: Optional[DictConfig], run=None, evaluator=None) -> list:
+    """The ``callbacks`` group: a mapping of names to callback configs; null ones are off.
+    Callbacks that write to the run are bound to ``run`` and ``evaluator``."""
+    from hydra.utils import instantiate
+
+    from denselab.callbacks import RunCallback
 
     if not callbacks_cfg:
         return []
-    return [instantiate(cb) for cb in callbacks_cfg.values() if cb and "_target_" in cb]
+    made = [instantiate(cb) for cb in callbacks_cfg.values() if cb and "_target_" in cb]
+    for callback in made:
+        if isinstance(callback, RunCallback) and run is not None:
+            callback.bind(run, evaluator)
+    return made
 
 
 def _quiet_irrelevant_warnings() -> None:
     # denselab logs metrics once per epoch, so Lightning's step-logging interval is unused
     # and its warning about small datasets would only confuse.
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    # Lightning 2.6 calling torch's own deprecated pytree API: nothing a user can act on.
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
 
 
 def _route_lightning_logs_through_hydra() -> None:

@@ -20,8 +20,6 @@ import torch
 from denselab.errors import DataError
 from denselab.pixels import as_float
 
-SPLITS = ("train", "val", "test")
-
 
 @dataclass
 class Split:
@@ -61,16 +59,36 @@ class TensorBatches:
     Replaces Dataset + DataLoader + collate on the hot path: one gather per batch instead of
     one Python call per sample. Shuffled loaders draw a fresh permutation per epoch from
     their own generator, so the order depends on the seed alone.
+
+    With several processes (``world_size`` > 1), every rank draws the same permutation and
+    takes every ``world_size``-th image of it from ``rank`` on, like Lightning's
+    DistributedSampler: each image is trained on once per epoch across the ranks, and the
+    permutation wraps around to give every rank as many batches (a rank waiting for a
+    batch the others do not have would hang). Unshuffled loaders (validation, test) give
+    every rank the whole split, so each scores all of it.
     """
 
-    def __init__(self, split: Split, batch_size: int, shuffle: bool, seed: int = 0):
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.split = split
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
+        self.rank, self.world_size = rank, world_size
+
+    def _per_rank(self) -> int:
+        n = len(self.split)
+        return math.ceil(n / self.world_size) if self.shuffle else n
 
     def __len__(self) -> int:
-        return math.ceil(len(self.split) / self.batch_size)
+        return math.ceil(self._per_rank() / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y = self.split.x, self.split.y
@@ -80,8 +98,11 @@ class TensorBatches:
                 end = start + self.batch_size
                 yield as_float(x[start:end]), y[start:end]
             return
-        order = torch.randperm(n, generator=self.generator).to(y.device)
-        for idx in order.split(self.batch_size):
+        order = torch.randperm(n, generator=self.generator)
+        if self.world_size > 1:
+            order = order.repeat(2)[: self._per_rank() * self.world_size]
+            order = order[self.rank :: self.world_size]
+        for idx in order.to(y.device).split(self.batch_size):
             yield as_float(x[idx]), y[idx]
 
 
@@ -176,7 +197,11 @@ class ImageDataModule(pl.LightningDataModule):
         }
 
     def train_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.split_on_device("train"), self.batch_size, True, self.seed)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        return TensorBatches(
+            self.split_on_device("train"), self.batch_size, True, self.seed, rank, world
+        )
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(self.split_on_device("val"), self.eval_batch_size, False)

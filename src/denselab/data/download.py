@@ -72,7 +72,9 @@ def fetch(
                 f"{', '.join(still_missing)} {'is' if len(still_missing) == 1 else 'are'} "
                 f"not in {folder} and could not be downloaded ({err}). Put "
                 f"{'it' if len(still_missing) == 1 else 'them'} in {folder} by hand, or point "
-                "data.dir at a folder that has them."
+                "data.dir at a folder that has them; without a network, data=digits (bundled "
+                "with scikit-learn) and data=fashion_mnist (with Debian's dataset-fashion-mnist "
+                "package) train offline."
             ) from None
     return paths
 

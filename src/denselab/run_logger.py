@@ -1,0 +1,107 @@
+"""The one writer of an MLflow run: Lightning's logger, plus figures, tables and files.
+
+train.py and the callbacks write to the run only through :class:`RunLogger`: metrics (with
+the epoch as MLflow's step), params, tags, and artifacts. It goes through the logger's own
+client and run id: fluent ``mlflow.log_*`` would silently open a second run. It also keeps
+the metrics it wrote, per epoch, so that figures never read them back from the store.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from pytorch_lightning.loggers import MLFlowLogger
+
+from denselab.report import Artifacts
+
+DPI = 100
+
+
+def exact(value: Any) -> float:
+    """The shortest decimal that is the same float32: Lightning hands metrics over as float32
+    tensors, and 0.8 would otherwise read 0.800000011920929 in MLflow."""
+    value = float(value)
+    return float(str(np.float32(value))) if np.isfinite(value) else value
+
+
+class RunLogger(MLFlowLogger):
+    """MLFlowLogger on an existing run whose metric steps are epochs.
+
+    Lightning adds the current ``epoch`` to every metrics dict it logs; it becomes the step,
+    so MLflow's charts read per epoch.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, **kwargs: Any):
+        super().__init__(tracking_uri=tracking_uri, run_id=run_id, **kwargs)
+        self._history: dict[int, dict[str, float]] = defaultdict(dict)
+        self.figure_paths: list[str] = []  # what this run shows, for its description
+
+    @property
+    def tracking_uri(self) -> str:
+        return self._tracking_uri
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        metrics = {k: exact(v) for k, v in metrics.items()}
+        epoch = metrics.pop("epoch", None)
+        step = int(epoch) if epoch is not None else step
+        if self._history and any(key.startswith("test/") for key in metrics):
+            # Testing comes after the last epoch, and Lightning counts one past it: the
+            # scores of the final weights belong beside that epoch's on the charts.
+            step = max(self._history)
+        super().log_metrics(metrics, step=step)
+        if step is not None:
+            self._history[step].update(metrics)
+
+    def history(self, keys: Sequence[str]) -> pd.DataFrame:
+        """The values of ``keys`` this run logged, one column each, indexed by epoch."""
+        frame = pd.DataFrame.from_dict(self._history, orient="index")
+        frame = frame.reindex(columns=list(keys)).dropna(how="all").sort_index()
+        return frame
+
+    # -- params and tags ---------------------------------------------------------------
+
+    def tag(self, key: str, value: str) -> None:
+        self.experiment.set_tag(self.run_id, key, value)
+
+    def describe(self, markdown: str) -> None:
+        """The run's description, shown on its Overview page in the MLflow UI."""
+        self.tag("mlflow.note.content", markdown)
+
+    # -- artifacts ---------------------------------------------------------------------
+
+    def figure(self, fig: Figure, name: str) -> None:
+        path = f"figures/{name}.png"
+        self.experiment.log_figure(self.run_id, fig, path, save_kwargs={"dpi": DPI})
+        self.figure_paths.append(path)
+
+    def table(self, frame: pd.DataFrame, name: str) -> None:
+        self.experiment.log_table(self.run_id, frame, f"tables/{name}.json")
+
+    def csv(self, frame: pd.DataFrame, name: str) -> None:
+        self.experiment.log_text(self.run_id, frame.to_csv(), f"tables/{name}.csv")
+
+    def text(self, text: str, path: str) -> None:
+        self.experiment.log_text(self.run_id, text, path)
+
+    def image(self, image: np.ndarray, key: str, step: int) -> None:
+        """One image of an MLflow image series (``key``, step = epoch)."""
+        self.experiment.log_image(self.run_id, image, key=key, step=step)
+
+    def file(self, path: str | Path, folder: str) -> None:
+        self.experiment.log_artifact(self.run_id, str(path), folder)
+
+    def artifacts(self, made: Artifacts) -> None:
+        """Everything one figure or table maker produced."""
+        for name, fig in made.figures.items():
+            self.figure(fig, name)
+        for name, frame in made.tables.items():
+            self.table(frame, name)
+        for name, frame in made.csvs.items():
+            self.csv(frame, name)

@@ -1,0 +1,66 @@
+"""The run as a person sees it: MLflow's UI in a real browser, and the server's REST API.
+
+Runs docs/pictures.py (what `make pictures` runs for the README) on a short digits run: it
+starts `mlflow ui`, checks through the REST API that the run's figures and tables are
+listed, and screenshots the run's Overview, metric charts and a figure in its artifacts in
+headless Chromium, each only once the page shows it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "pictures.py"
+PICTURES = (
+    "confusion_matrix_test",
+    "first_layer_weights",
+    "typical_examples",
+    "training_curves",
+    "ui_overview",
+    "ui_metrics",
+    "ui_artifacts",
+)
+
+
+def chromium_or_skip() -> None:
+    if shutil.which("chromium"):
+        return
+    if os.environ.get("CI"):
+        pytest.fail("CI must install Debian's chromium (see .ci/run).")
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+
+
+def test_the_ui_shows_the_run_in_a_real_browser(tmp_path):
+    chromium_or_skip()
+    out = tmp_path / "pictures"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--out",
+            str(out),
+            "data=digits",
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "REST API lists" in result.stdout
+    for name in PICTURES:
+        path = out / f"{name}.png"
+        assert path.stat().st_size < 150_000, name
+        pixels = np.asarray(Image.open(path).convert("RGB"))
+        assert pixels.shape[0] >= 300 and pixels.var() > 100, (name, pixels.shape)
