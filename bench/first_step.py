@@ -112,11 +112,11 @@ def instrument(mark, stop) -> None:
     after(ImageDataModule, "setup", "load the data into tensors (setup)")
     # Not MLPClassifier.__init__: Lightning reads the hyperparameters from its frame.
     before(threads, "apply_threads", "build the model")
-    before(pl.Trainer, "__init__", "log params, config, threads")
+    before(pl.Trainer, "__init__", "threads, checkpoint, figure callbacks")
     after(pl.Trainer, "__init__", "build the Trainer and callbacks")
 
     def first_step(self, batch, batch_idx):
-        mark("fit: setup and callbacks up to the first step")
+        mark("params logged; fit: setup, on_train_start figures")
         stop()
 
     MLPClassifier.training_step = first_step
