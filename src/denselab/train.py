@@ -67,7 +67,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
             restore_weights(model, checkpoint.best_model_path)
 
         kept = checkpoint.best_model_path if cfg.tracking.log_checkpoint else ""
-        report_run(run, evaluator, kept)
+        report_run(run, evaluator, kept, cfg.tracking)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
@@ -109,9 +109,10 @@ def log_run_settings(run, cfg: DictConfig, model, data) -> None:
     log.info("%s: %s parameters", run_name(cfg), f"{params['params_total']:,}")
 
 
-def report_run(run, evaluator, checkpoint_path: str) -> None:
+def report_run(run, evaluator, checkpoint_path: str, tracking=None) -> None:
     """What the final weights score on each split, their hidden-label predictions, the
-    checkpoint they came from, the run's description, and where to read it all."""
+    checkpoint they came from, the network as the run's MLflow model, the run's description,
+    and where to read it all."""
     from denselab import report
     from denselab.console import run_address
     from denselab.constants import CURVE_METRICS
@@ -124,6 +125,10 @@ def report_run(run, evaluator, checkpoint_path: str) -> None:
         log.info("Predicted %s images with hidden labels", f"{len(predictions):,}")
     if checkpoint_path:
         run.file(checkpoint_path, "checkpoints")
+    if tracking is not None and tracking.log_model:
+        from denselab.serving import log_run_model
+
+        log_run_model(run, evaluator, tracking.register_as)
     scored = evaluator.evaluation(evaluator.splits[-1])  # test, where the data has one
     history = run.history(CURVE_METRICS)
     run.describe(report.run_description(table, scored, history, run.figure_paths))
