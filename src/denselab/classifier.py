@@ -90,7 +90,7 @@ class Architecture:
     def build(self) -> torch.nn.Module:
         import math
 
-        from denselab.model import build_mlp
+        from denselab.network import build_mlp
 
         return build_mlp(
             math.prod(self.input_shape),
@@ -228,3 +228,85 @@ class Classifier:
             columns[f"probability_{rank}"] = top_probs[:, rank - 1] if len(probs) else []
         index = pd.Index(list(sources), name="source") if sources is not None else None
         return pd.DataFrame(columns, index=index)
+
+
+# -- loading what a user names ------------------------------------------------------------------
+
+
+class ModelNotFoundError(DenselabError):
+    """A model URI or path that names nothing loadable."""
+
+
+def default_tracking_uri() -> str:
+    """Where ``runs:/`` and ``models:/`` URIs are looked up when no tracking URI is given:
+    MLFLOW_TRACKING_URI, else the store denselab-train writes by default (./mlruns)."""
+    import os
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or (
+        f"sqlite:///{Path.cwd().resolve() / 'mlruns' / 'mlflow.db'}"
+    )
+
+
+def load(model: str | Path, tracking_uri: Optional[str] = None) -> Classifier:
+    """The classifier at ``model``: ``runs:/<run id>/model``, ``models:/<name>@<alias>`` (or
+    any MLflow model URI), a local MLflow model folder, or a ``.ckpt`` checkpoint."""
+    spec = str(model)
+    if ":/" not in spec:  # a local path
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            return _from_model_folder(path, spec)
+        if path.is_file():
+            return Classifier.from_checkpoint(path)
+        raise ModelNotFoundError(
+            f"model={spec} does not exist; pass runs:/<run id>/model, models:/<name>@<alias>, "
+            "an MLflow model folder or a .ckpt file."
+        )
+    import tempfile
+
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise ModelNotFoundError(
+            f"There is no MLflow store at {uri} to look {spec} up in; run from the folder "
+            "denselab-train ran in, or pass tracking_uri=<the store's URI>."
+        )
+    # runs:/ URIs are resolved through the tracking URI set process-wide (MLflow looks the
+    # run's logged model up with a fresh client), not the one passed in: set it, for the
+    # look-up only.
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with tempfile.TemporaryDirectory() as tmp, _use_tracking_uri(uri):
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=spec, dst_path=tmp, tracking_uri=uri, registry_uri=uri
+            )
+        except (MlflowException, OSError) as err:
+            raise ModelNotFoundError(
+                f"No MLflow model at {spec} in the store {uri} ({first_line(err)}); check the "
+                "run id or <name>@<alias>, or pass tracking_uri=<the store that holds it>."
+            ) from None
+        return _from_model_folder(Path(local), spec)
+
+
+def _from_model_folder(folder: Path, spec: str) -> Classifier:
+    """A denselab MLflow model folder (MLmodel + data/network)."""
+    import yaml
+
+    try:
+        flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        raise ModelNotFoundError(
+            f"{spec} is not an MLflow model (no readable MLmodel file with a python_function "
+            "flavor); pass the model a denselab run logged."
+        ) from None
+    if flavor.get("loader_module") != "denselab.serving":
+        raise ModelNotFoundError(
+            f"{spec} is an MLflow model, but not one denselab logged (its loader is "
+            f"{flavor.get('loader_module') or 'a pickled Python model'}); load it with "
+            "mlflow.pyfunc.load_model instead."
+        )
+    classifier = Classifier.from_folder(folder / flavor["data"])
+    classifier.source = spec
+    return classifier

@@ -24,7 +24,17 @@ from denselab.errors import DenselabError
 log = logging.getLogger("denselab")
 
 
-def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
+class RunResult(dict):
+    """A run's final metrics (``test/acc``, ...), and what made them, for the Python API:
+    ``run_id``, ``tracking_uri``, ``model`` (with the best weights) and ``datamodule``."""
+
+    def __init__(self, metrics: dict, run_id: str, tracking_uri: str, model, datamodule):
+        super().__init__(metrics)
+        self.run_id, self.tracking_uri = run_id, tracking_uri
+        self.model, self.datamodule = model, datamodule
+
+
+def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> RunResult:
     """Fit, test on the best checkpoint, and log everything to one MLflow run.
 
     Returns the final metrics (``test/acc``, ...). Raises DenselabError for bad input; the
@@ -68,7 +78,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
 
         kept = checkpoint.best_model_path if cfg.tracking.log_checkpoint else ""
         report_run(run, evaluator, kept, cfg.tracking)
-    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return RunResult(metrics, run_id, uri, model, data)
 
 
 def prepare_data(cfg: DictConfig):
