@@ -125,13 +125,18 @@ def register(client, name: str, model_id: str, run_id: str, score: float):
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    version = client.create_model_version(
-        name,
-        source=f"models:/{model_id}",
-        run_id=run_id,
-        tags={SCORE_TAG: repr(score)},
-        model_id=model_id,
-    )
+    # MLflow's sqlite registry looks the logged model up through the process-wide tracking
+    # URI, not this client's (a TODO in its code): point it at this client's store meanwhile.
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(client.tracking_uri):
+        version = client.create_model_version(
+            name,
+            source=f"models:/{model_id}",
+            run_id=run_id,
+            tags={SCORE_TAG: repr(score)},
+            model_id=model_id,
+        )
     if score > champion_score(client, name):
         client.set_registered_model_alias(name, CHAMPION, version.version)
     return client.get_model_version(name, version.version)
