@@ -78,7 +78,7 @@ def predict(
     classifier = load(model, uri)
     start = time.perf_counter()
     sources, images = read_inputs(inputs, classifier.preprocessing, progress=progress)
-    table = classifier.predict(images, sources)
+    table = classifier.table(classifier.probabilities(images, inputs), sources)
     seconds = time.perf_counter() - start
     out = Path(out)
     write_csv_atomically(table, out)

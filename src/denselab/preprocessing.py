@@ -114,7 +114,7 @@ class Preprocessing:
         (N, *input_shape) in [0, 1]. ``source`` names them in errors."""
         array = np.asarray(images.cpu() if isinstance(images, torch.Tensor) else images)
         array = self._pixels(array, source)
-        if array.ndim == len(self.input_shape):
+        if tuple(array.shape) == self.input_shape:  # one image
             array = array[None]
         array = self._channels(array, source)
         if tuple(array.shape[1:]) != self.input_shape:
