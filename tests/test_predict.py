@@ -3,6 +3,7 @@ its CSV, and its one-sentence errors."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import numpy as np
@@ -223,10 +224,13 @@ def test_the_console_script_classifies_a_run_model_and_logs_to_the_run(tmp_path,
     write_pngs(tmp_path / "test_pngs", x, y)
 
     rid = run.info.run_id
+    # In-process runs of other tests leave MLFLOW_TRACKING_URI set (MLflow's set_tracking_uri
+    # exports it): the command must find ./mlruns by itself.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     result = subprocess.run(
         [console_script("denselab-predict"), f"model=runs:/{rid}/model", "inputs=test_pngs",
          "out=preds.csv", f"log_to={rid}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     table = pd.read_csv(tmp_path / "preds.csv")
@@ -238,7 +242,7 @@ def test_the_console_script_classifies_a_run_model_and_logs_to_the_run(tmp_path,
     missing = subprocess.run(
         [console_script("denselab-predict"), "model=models:/nothing@champion",
          "inputs=test_pngs", "out=none.csv"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert missing.returncode == 1
     assert "No MLflow model at models:/nothing@champion" in missing.stderr
