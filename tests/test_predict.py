@@ -247,3 +247,9 @@ def test_the_console_script_classifies_a_run_model_and_logs_to_the_run(tmp_path,
     assert missing.returncode == 1
     assert "No MLflow model at models:/nothing@champion" in missing.stderr
     assert not (tmp_path / "none.csv").exists()
+
+
+def test_help_names_every_key(capsys):
+    main(["--help"])
+    text = capsys.readouterr().out
+    assert all(f"  {key}" in text for key in ("model", "inputs", "out", "log_to", "tracking_uri"))

@@ -131,6 +131,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(__doc__)
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # MLflow draws a progress bar per model download: noise around a one-line answer.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         args = parse_args(argv)
         predict(

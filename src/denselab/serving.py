@@ -18,11 +18,12 @@ signature says which) and returns one row per image: ``label``, ``class``, ``pro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pandas as pd
@@ -55,7 +56,7 @@ def log_run_model(run, evaluator, register_as: Optional[str] = None) -> str:
     def save(path: str, mlflow_model) -> None:
         import mlflow.pyfunc
 
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _quiet("mlflow.pyfunc"):
             network = classifier.save(Path(tmp) / "network")
             mlflow.pyfunc.save_model(
                 path,
@@ -80,6 +81,19 @@ def log_run_model(run, evaluator, register_as: Optional[str] = None) -> str:
             f" (alias {CHAMPION})" if CHAMPION in version.aliases else "",
         )
     return model_id
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """MLflow announces at INFO that it checks the input example against the signature, on
+    every run: a notice that tells a user nothing (warnings still show)."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def signature(preprocessing: Preprocessing):
