@@ -176,9 +176,12 @@ class ImageDataModule(pl.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.splits:
             return
+        arrays = self.load_splits()
+        # The pixel type of the dataset's own files: what its logged model takes (serving.py).
+        self.pixel_dtype = "uint8" if arrays["train"][0].dtype == np.uint8 else "float32"
         self.splits = {
             name: Split(to_unit_float(x), torch.from_numpy(np.asarray(y, dtype=np.int64)))
-            for name, (x, y) in self.load_splits().items()
+            for name, (x, y) in arrays.items()
         }
 
     def train_dataloader(self) -> TensorBatches:
