@@ -43,6 +43,7 @@ ui: install
 bench: install
 	$(BIN)/python bench/epoch.py
 	$(BIN)/python bench/flowers_prepare.py
+	$(BIN)/python bench/predict.py
 
 # The README's pictures: a real Fashion-MNIST run, its figures and its MLflow UI in Chromium.
 pictures: install

@@ -274,3 +274,55 @@ def write_image_table(
     table.to_csv(folder / "metadata.csv", index=False)
     np.save(folder / "images.npy", images)
     return folder / "metadata.csv", folder / "images.npy", labels
+
+
+# -- trained networks without training (issue 10: predict, load, serving) ---------------
+
+
+def write_checkpoint(
+    path: Path,
+    input_shape: Sequence[int] = (28, 28),
+    class_names: Sequence[str] = tuple(str(d) for d in range(10)),
+    hidden_sizes: Sequence[int] = (16,),
+    seed: int = 0,
+) -> Path:
+    """A checkpoint in the layout Lightning writes for denselab's MLPClassifier (state_dict
+    with the ``net.`` prefix, hyper_parameters), with random weights."""
+    import math
+
+    import torch
+
+    from denselab.network import build_mlp
+
+    torch.manual_seed(seed)
+    net = build_mlp(math.prod(input_shape), list(hidden_sizes), len(class_names))
+    hparams = {
+        "input_shape": tuple(input_shape),
+        "num_classes": len(class_names),
+        "hidden_sizes": list(hidden_sizes),
+        "activation": "relu",
+        "dropout": 0.0,
+        "batch_norm": False,
+        "loss": "cross_entropy",
+        "class_names": list(class_names),
+    }
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "hyper_parameters": hparams, "epoch": 0}, path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def write_pngs(folder: Path, images: np.ndarray, labels: Sequence[int]) -> list[Path]:
+    """One PNG per image, named <index>_<label>.png, in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (image, label) in enumerate(zip(images, labels)):
+        paths.append(folder / f"{i:05d}_{int(label)}.png")
+        Image.fromarray(image).save(paths[-1])
+    return paths

@@ -74,6 +74,13 @@ THREADS = Rule(
 )
 
 
+MODEL_NAME = Rule(
+    lambda v: isinstance(v, str) and v.strip() == v and v != "" and not set(v) & set("/:@%"),
+    "must be a registered model name without spaces at its ends or the characters / : @ %",
+    "use e.g. {key}=fashion",
+)
+
+
 def one_of(choices: Any) -> Rule:
     names = list(choices)
     return Rule(lambda v: v in names, f"must be one of {', '.join(names)}")
@@ -231,6 +238,11 @@ class TrackingSchema:
     run_name: Optional[str] = None
     # Log the best checkpoint to the run (checkpoints/<name>.ckpt).
     log_checkpoint: bool = True
+    # Log the best network as the run's MLflow model (runs:/<run id>/model), see serving.py.
+    log_model: bool = True
+    # A registered model name: the run's model becomes its newest version (models:/<name>@latest),
+    # and models:/<name>@champion when its val/acc_best beats the champion's. None: not registered.
+    register_as: Optional[str] = setting(None, MODEL_NAME)
 
 
 @dataclass
@@ -378,6 +390,11 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             "optimizer.nesterov=true needs optimizer.momentum > 0; "
             "set a momentum or nesterov=false."
+        )
+    if cfg.tracking.get("register_as") and not cfg.tracking.get("log_model", True):
+        raise ConfigError(
+            "tracking.register_as needs the run's model, but tracking.log_model=false; drop "
+            "one of the two overrides."
         )
     # The trainer group takes any Lightning Trainer argument (+trainer.<name>=...), so it has
     # no closed schema: the settings denselab relies on are checked here instead.

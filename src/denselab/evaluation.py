@@ -150,6 +150,6 @@ class Evaluator:
 def restore_weights(model: MLPClassifier, checkpoint_path: str) -> None:
     """Load a checkpoint's weights into ``model``, as ``trainer.test(ckpt_path=...)`` does."""
     if checkpoint_path:
-        # weights_only=False: the file is this run's own checkpoint, not one from elsewhere
-        state = torch.load(checkpoint_path, map_location=model.device, weights_only=False)
-        model.load_state_dict(state["state_dict"])
+        from denselab.classifier import load_checkpoint  # tensors and plain data only
+
+        model.load_state_dict(load_checkpoint(checkpoint_path, model.device)["state_dict"])

@@ -8,9 +8,10 @@ the metrics it wrote, per epoch, so that figures never read them back from the s
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -105,3 +106,36 @@ class RunLogger(MLFlowLogger):
             self.table(frame, name)
         for name, frame in made.csvs.items():
             self.csv(frame, name)
+
+    def model(self, save: Callable[[str, Any], None], name: str = "model") -> str:
+        """Log an MLflow model of this run (``runs:/<run id>/<name>``); returns its model id.
+
+        ``save(path, mlflow_model)`` writes the model's folder, e.g. with
+        ``mlflow.pyfunc.save_model(path, mlflow_model=mlflow_model, ...)``. This is what
+        ``mlflow.<flavor>.log_model`` does, but through this run's client: the fluent call
+        would use the global tracking URI and the default experiment.
+        """
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        client = self.experiment
+        logged = client.create_logged_model(
+            experiment_id=self.experiment_id, name=name, source_run_id=self.run_id
+        )
+        try:
+            client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, step=0)])
+            mlflow_model = Model(
+                artifact_path=logged.artifact_location,
+                model_uuid=logged.model_id,
+                run_id=self.run_id,
+                model_id=logged.model_id,
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                path = str(Path(tmp) / name)
+                save(path, mlflow_model)
+                client.log_model_artifacts(logged.model_id, path)
+        except BaseException:
+            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            raise
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        return logged.model_id

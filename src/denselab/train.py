@@ -25,7 +25,17 @@ from denselab.errors import DenselabError
 log = logging.getLogger("denselab")
 
 
-def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
+class RunResult(dict):
+    """A run's final metrics (``test/acc``, ...), and what made them, for the Python API:
+    ``run_id``, ``tracking_uri``, ``model`` (with the best weights) and ``datamodule``."""
+
+    def __init__(self, metrics: dict, run_id: str, tracking_uri: str, model, datamodule):
+        super().__init__(metrics)
+        self.run_id, self.tracking_uri = run_id, tracking_uri
+        self.model, self.datamodule = model, datamodule
+
+
+def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> RunResult:
     """Fit, test on the best checkpoint, and log everything to one MLflow run.
 
     Returns the final metrics (``test/acc``, ...). Raises DenselabError for bad input; the
@@ -78,8 +88,9 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> d
 
         if trainer.is_global_zero:
             kept = checkpoint.best_model_path if cfg.tracking.log_checkpoint else ""
-            report_run(run, evaluator, kept)
-    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+            report_run(run, evaluator, kept, cfg.tracking)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return RunResult(metrics, run_id, uri, model, data)
 
 
 def prepare_data(cfg: DictConfig):
@@ -120,9 +131,10 @@ def log_run_settings(run, cfg: DictConfig, model, data) -> None:
     log.info("%s: %s parameters", run_name(cfg), f"{params['params_total']:,}")
 
 
-def report_run(run, evaluator, checkpoint_path: str) -> None:
+def report_run(run, evaluator, checkpoint_path: str, tracking=None) -> None:
     """What the final weights score on each split, their hidden-label predictions, the
-    checkpoint they came from, the run's description, and where to read it all."""
+    checkpoint they came from, the network as the run's MLflow model, the run's description,
+    and where to read it all."""
     from denselab import report
     from denselab.console import run_address
     from denselab.constants import CURVE_METRICS
@@ -135,6 +147,10 @@ def report_run(run, evaluator, checkpoint_path: str) -> None:
         log.info("Predicted %s images with hidden labels", f"{len(predictions):,}")
     if checkpoint_path:
         run.file(checkpoint_path, "checkpoints")
+    if tracking is not None and tracking.log_model:
+        from denselab.serving import log_run_model
+
+        log_run_model(run, evaluator, tracking.register_as)
     scored = evaluator.evaluation(evaluator.splits[-1])  # test, where the data has one
     history = run.history(CURVE_METRICS)
     run.describe(report.run_description(table, scored, history, run.figure_paths))

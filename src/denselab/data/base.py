@@ -118,6 +118,14 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def to_unit_float(images: np.ndarray) -> torch.Tensor:
+    """Images as a new float32 tensor in [0, 1], what the network takes: uint8 divided by
+    255, float images taken as already scaled. Splits hold :func:`stored_pixels` instead and
+    scale per batch (:func:`denselab.pixels.as_float`), to the same values."""
+    pixels = torch.tensor(images, dtype=torch.float32)  # a copy: file buffers are read-only
+    return pixels.div_(255.0) if images.dtype == np.uint8 else pixels
+
+
 def stored_pixels(images: np.ndarray) -> torch.Tensor:
     """Images as a tensor in their stored dtype: uint8 and float32 as they are (no copy when
     the array is writable and contiguous); other floats, already in [0, 1], as float32,
@@ -191,9 +199,12 @@ class ImageDataModule(pl.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.splits:
             return
+        arrays = self.load_splits()
+        # The pixel type of the dataset's own files: what its logged model takes (serving.py).
+        self.pixel_dtype = "uint8" if arrays["train"][0].dtype == np.uint8 else "float32"
         self.splits = {
             name: Split(stored_pixels(x), torch.from_numpy(np.asarray(y, dtype=np.int64)))
-            for name, (x, y) in self.load_splits().items()
+            for name, (x, y) in arrays.items()
         }
 
     def train_dataloader(self) -> TensorBatches:

@@ -1,0 +1,114 @@
+"""denselab from Python: ``fit`` a network as ``denselab-train`` would, ``load`` one to classify.
+
+>>> from denselab import fit, load
+>>> result = fit("data=digits", "trainer.max_epochs=3")     # the command line's overrides
+>>> result.metrics["test/acc"], result.run_id
+>>> clf = load(result.model_uri)                            # or models:/<name>@champion, a .ckpt
+>>> clf.predict(images)                                     # a DataFrame, one row per image
+
+``fit`` composes the same config from the same overrides (Hydra's compose API), runs in the
+caller's process, and logs the same MLflow run; bad overrides raise the same
+:class:`~denselab.errors.DenselabError` sentences the command prints.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from denselab.errors import ConfigError, first_line
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` made: the run's id and final metrics, the trained LightningModule
+    (best weights) and the datamodule (its splits loaded)."""
+
+    run_id: str
+    metrics: dict[str, float]
+    model: Any
+    datamodule: Any
+    tracking_uri: str
+    output_dir: Path
+    overrides: tuple[str, ...] = field(default=())
+
+    @property
+    def model_uri(self) -> str:
+        """The run's MLflow model (logged unless tracking.log_model=false)."""
+        return f"runs:/{self.run_id}/model"
+
+    def classifier(self):
+        """The trained network as a :class:`~denselab.classifier.Classifier`, in memory."""
+        from denselab.classifier import Classifier
+        from denselab.preprocessing import preprocessing_of
+
+        return Classifier.from_module(self.model, preprocessing_of(self.datamodule))
+
+
+def compose_config(overrides: tuple[str, ...]):
+    """The run's config, composed from conf/ as ``denselab-train <overrides>`` would."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from denselab.config import register_schemas
+
+    register_schemas()
+    try:
+        with initialize_config_module(config_module="denselab.conf", version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(
+            f"The overrides {' '.join(overrides)} do not compose into a config "
+            f"({first_line(err)}); check them with `denselab-train --cfg job <overrides>`."
+        ) from None
+
+
+def fit(*overrides: str, output_dir: Optional[str | Path] = None) -> FitResult:
+    """Train one network as ``denselab-train <overrides>`` would, in this process.
+
+    ``output_dir`` receives the checkpoints (default: ``outputs/<date>/<time>`` under the
+    current folder, as the command's). Raises DenselabError for bad input; the MLflow run,
+    once created, always ends FINISHED, FAILED or KILLED.
+    """
+    flat: list[str] = []
+    for item in overrides:  # fit(["a=1", "b=2"]) as well as fit("a=1", "b=2")
+        flat.extend([item] if isinstance(item, str) else list(item))
+    cfg = compose_config(tuple(flat))
+    out = Path(output_dir) if output_dir else _new_output_dir()
+    from denselab.train import train
+
+    result = train(cfg, out, flat)
+    return FitResult(
+        run_id=result.run_id,
+        metrics=dict(result),
+        model=result.model,
+        datamodule=result.datamodule,
+        tracking_uri=result.tracking_uri,
+        output_dir=out,
+        overrides=tuple(flat),
+    )
+
+
+def load(model: str | Path, tracking_uri: Optional[str] = None):
+    """A trained network to classify images with: ``runs:/<run id>/model``,
+    ``models:/<name>@<alias>``, an MLflow model folder or a ``.ckpt`` checkpoint.
+    ``tracking_uri``: the store of runs:/ and models:/ URIs (default: $MLFLOW_TRACKING_URI,
+    else ./mlruns). Returns a :class:`~denselab.classifier.Classifier`: ``.predict(images)``
+    (an array, or a folder, glob, .npy or IDX path) gives a DataFrame, ``.classes`` the
+    class names."""
+    from denselab.classifier import load as load_classifier
+
+    return load_classifier(model, tracking_uri)
+
+
+def _new_output_dir() -> Path:
+    """outputs/<date>/<time> under the current folder, as Hydra names a run's; a second
+    fit in the same second gets a suffix."""
+    base = Path.cwd() / "outputs" / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S")
+    out, n = base, 1
+    while out.exists():
+        out, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return out

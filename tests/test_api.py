@@ -1,0 +1,82 @@
+"""`from denselab import fit, load`: in-process runs, the same errors, and README's example."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from denselab import fit, load
+from denselab.errors import ConfigError
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def test_importing_denselab_and_its_api_loads_no_torch():
+    code = (
+        "import sys; from denselab import fit, load; import denselab.api; "
+        "assert 'torch' not in sys.modules and 'mlflow' not in sys.modules, 'heavy import'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_fit_logs_the_same_run_and_returns_what_it_made(
+    fixture_overrides, store_uri, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    result = fit(*fixture_overrides, "trainer.max_epochs=1", "callbacks=none")
+
+    run = MlflowClient(store_uri).get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert result.metrics["test/acc"] == pytest.approx(run.data.metrics["test/acc"])
+    assert run.data.tags["overrides"].endswith("trainer.max_epochs=1 callbacks=none")
+    assert result.datamodule.input_shape == (28, 28)
+    assert list((result.output_dir / "checkpoints").glob("best-*.ckpt"))
+    assert result.output_dir.is_relative_to(tmp_path / "outputs")
+
+    clf = load(result.model_uri, tracking_uri=store_uri)
+    x = result.datamodule.splits["test"].x.numpy()
+    np.testing.assert_array_equal(
+        clf.probabilities(x), result.classifier().probabilities(x)
+    )  # the logged model is the network in memory
+    assert clf.classes == [str(d) for d in range(10)]
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["optimizer.lr=0"], r"^optimizer.lr must be a positive number \(got 0.0\); use e.g."),
+        (["data=nope"], r"Could not find 'data/nope'.*denselab-train --cfg job"),
+        (["model.hidden_sizes=[abc]"], r"do not compose into a config"),
+    ],
+)
+def test_fit_raises_the_commands_sentences(overrides, words, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=words):
+        fit(*overrides)
+    assert not (tmp_path / "mlruns").exists()  # stopped before any run
+
+
+def readme_python_example() -> str:
+    text = README.read_text()
+    section = text.split("## Python", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.slow
+def test_the_readmes_python_example_runs_from_plain_python(tmp_path):
+    code = readme_python_example()
+    assert "from denselab import fit, load" in code
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "probability" in result.stdout and "'9']" in result.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert int(client.get_model_version_by_alias("digits", "champion").version) == 1
