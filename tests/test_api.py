@@ -26,6 +26,7 @@ def test_importing_denselab_and_its_api_loads_no_torch():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow  # a whole in-process run, model logged
 def test_fit_logs_the_same_run_and_returns_what_it_made(
     fixture_overrides, store_uri, tmp_path, monkeypatch
 ):
