@@ -326,3 +326,95 @@ def write_pngs(folder: Path, images: np.ndarray, labels: Sequence[int]) -> list[
         paths.append(folder / f"{i:05d}_{int(label)}.png")
         Image.fromarray(image).save(paths[-1])
     return paths
+
+
+# -- runs that something happens to: signals, lost servers, parallel starts ------------
+
+
+def start_cli(args: Sequence[str], cwd: Path, env: Optional[dict] = None) -> subprocess.Popen:
+    """The console script in the background, stdout and stderr merged into one pipe."""
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env.update(env or {})
+    return subprocess.Popen(
+        [console_script(), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+    )
+
+
+def wait_for_file(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 180) -> Path:
+    """The first file under ``root`` matching ``pattern`` (a glob), once it exists; fails
+    if ``proc`` ends first. Checkpoints are renamed into place whole, so one that exists
+    is complete."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = sorted(root.glob(pattern))
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            output = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"process ended (rc {proc.returncode}) first:\n{output[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {pattern} under {root} after {timeout} s")
+        time.sleep(0.05)
+
+
+def stop_and_time(proc: subprocess.Popen, signum: int, timeout: float = 120) -> tuple[str, float]:
+    """Send ``signum``; returns (the process's whole output, seconds from signal to exit)."""
+    start = time.monotonic()
+    os.kill(proc.pid, signum)
+    output, _ = proc.communicate(timeout=timeout)
+    return output, time.monotonic() - start
+
+
+def start_mlflow_server(folder: Path, port: int = 0, timeout: float = 120):
+    """A real `mlflow server` over a sqlite store in ``folder`` (kept between restarts);
+    returns (process, url) once it answers. Stop it with os.killpg(proc.pid, ...)."""
+    import requests
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if not port:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            console_script("mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            # One worker: the default four import MLflow four times over on a small machine.
+            "--workers",
+            "1",
+        ],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{url}/health", timeout=2).ok:
+                return proc, url
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise RuntimeError(f"mlflow server did not start on port {port}")
+        time.sleep(0.5)
+
+
+def metric_steps(client, run_id: str, key: str) -> list[int]:
+    """The steps of a metric's history, in logging order (repeats and gaps show)."""
+    return [m.step for m in client.get_metric_history(run_id, key)]

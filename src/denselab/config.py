@@ -254,10 +254,14 @@ class LoggerSchema:
 
 @dataclass
 class CheckpointSchema:
-    """Lightning's ModelCheckpoint: the best epoch by ``monitor`` is what the run is tested
-    and reported on; ``last.ckpt`` is the newest epoch. Its folder is the job's output dir."""
+    """Lightning's ModelCheckpoint (denselab.checkpoints.RunCheckpoint): the best epoch by
+    ``monitor`` is what the run is tested and reported on; ``last.ckpt``, written atomically
+    at each epoch's end, is what resume continues from. Its folder is the job's output dir,
+    or the resumed run's own folder."""
 
-    _target_: str = "pytorch_lightning.callbacks.ModelCheckpoint"
+    _target_: str = "denselab.checkpoints.RunCheckpoint"
+    # Copy last.ckpt to the run each epoch (resume/last.ckpt), for resuming elsewhere.
+    upload_last: bool = "${tracking.log_checkpoint}"
     monitor: str = "val/acc"
     mode: str = setting("max", one_of(("max", "min")))
     filename: str = "best-epoch{epoch:02d}"
@@ -341,6 +345,9 @@ class RunSchema:
     seed: int = 42
     # torch's CPU threads; None: the faster count for the network (denselab.threads).
     threads: Optional[int] = setting(None, THREADS)
+    # An MLflow run id, or "last" (the experiment's newest unfinished run): continue that run
+    # with its own settings (README, "When things go wrong").
+    resume: Optional[str] = None
 
 
 # Group -> option name -> schema. A YAML option selects its schema by this path

@@ -178,6 +178,15 @@ class MLPClassifier(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._finish("test")
 
+    # -- checkpoints -------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # val/acc_best is a running maximum: a resumed run must go on from it, not from 0.
+        checkpoint["val_acc_best"] = self.val_acc_best
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.val_acc_best = checkpoint.get("val_acc_best", 0.0)
+
     # -- evaluation outside the Trainer ------------------------------------------------
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from denselab.report import Artifacts
 
@@ -37,9 +38,16 @@ class RunLogger(MLFlowLogger):
     so MLflow's charts read per epoch.
     """
 
+    # A (metric, step) point the run already holds is not logged again: a resumed run trains
+    # the epoch it was stopped in once more, and its history must not show that epoch twice.
+    # denselab.checkpoints.RunCheckpoint relies on it to send an epoch's metrics ahead of
+    # Lightning, before the epoch's checkpoint.
+    drops_repeated_points = True
+
     def __init__(self, tracking_uri: str, run_id: str, **kwargs: Any):
         super().__init__(tracking_uri=tracking_uri, run_id=run_id, **kwargs)
         self._history: dict[int, dict[str, float]] = defaultdict(dict)
+        self._loaded = False  # the points a resumed run already has: read once, lazily
         self.figure_paths: list[str] = []  # what this run shows, for its description
 
     @property
@@ -48,20 +56,40 @@ class RunLogger(MLFlowLogger):
 
     # -- metrics -----------------------------------------------------------------------
 
+    @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        self._load_history()
         metrics = {k: exact(v) for k, v in metrics.items()}
         epoch = metrics.pop("epoch", None)
-        step = int(epoch) if epoch is not None else step
+        step = int(epoch) if epoch is not None else (step or 0)
         if self._history and any(key.startswith("test/") for key in metrics):
             # Testing comes after the last epoch, and Lightning counts one past it: the
             # scores of the final weights belong beside that epoch's on the charts.
             step = max(self._history)
-        super().log_metrics(metrics, step=step)
-        if step is not None:
-            self._history[step].update(metrics)
+        new = {k: v for k, v in metrics.items() if k not in self._history.get(step, {})}
+        if new:
+            super().log_metrics(new, step=step)
+            self._history[step].update(new)
+
+    def finalize(self, status: str = "success") -> None:
+        # The run's end (FINISHED, FAILED, KILLED) is set once, by denselab.tracking.run_status,
+        # after testing and reporting; Lightning would mark it FINISHED when fit ends, before
+        # the test, and FAILED when a stop signal arrives.
+        pass
+
+    def _load_history(self) -> None:
+        """What the run already holds (a resumed run has its first epochs), read once."""
+        if self._loaded:
+            return
+        self._loaded = True
+        client, run_id = self.experiment, self.run_id
+        for key in client.get_run(run_id).data.metrics:
+            for point in client.get_metric_history(run_id, key):
+                self._history[point.step][key] = point.value
 
     def history(self, keys: Sequence[str]) -> pd.DataFrame:
         """The values of ``keys`` this run logged, one column each, indexed by epoch."""
+        self._load_history()
         frame = pd.DataFrame.from_dict(self._history, orient="index")
         frame = frame.reindex(columns=list(keys)).dropna(how="all").sort_index()
         return frame

@@ -2,14 +2,19 @@
 
 The default store is sqlite under ``./mlruns`` of the directory the command started in, so
 every job of a sweep shares it. A fresh sqlite DB opened by several processes at once races
-its schema migration, so the DB and the experiment are created once, before any job starts
-(:class:`denselab.hydra_callbacks.PrepareTrackingStore`), and each job only opens them.
+its schema migration, so every process creates or migrates the DB, and creates the
+experiment, under the store's file lock (:mod:`denselab.store`).
+
+A run records the host and process that run it (tags ``host``, ``pid``) and, through
+:class:`denselab.checkpoints.RunCheckpoint`, its checkpoint folder: what resume needs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
@@ -21,6 +26,8 @@ from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 
 from denselab.errors import TrackingError, first_line
+from denselab.lifecycle import RunStopped
+from denselab.store import bound_http_waits, store_lock, wait_for_sqlite_writers
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +53,24 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.data.name}-mlp[{shape}]-{optimizer}"
 
 
-def start_run(cfg: DictConfig, overrides: Sequence[str] = ()) -> tuple[MlflowClient, str, str]:
-    """Create the run (and store and experiment where new); returns (client, run id, uri)."""
+def start_run(
+    cfg: DictConfig, overrides: Sequence[str] = (), resume_run_id: Optional[str] = None
+) -> tuple[MlflowClient, str, str]:
+    """Create the run (and store and experiment where new), or take over ``resume_run_id``
+    (checked by :func:`denselab.resume.prepare_resume`); returns (client, run id, uri)."""
     uri = tracking_uri(cfg)
     client = open_store(uri)
-    experiment_id = get_or_create_experiment(client, experiment_name(cfg))
-    tags = {"dataset": cfg.data.name, "model": f"mlp{list(cfg.model.hidden_sizes)}"}
+    process = {"host": socket.gethostname(), "pid": str(os.getpid())}
+    if resume_run_id:
+        client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        for key, value in process.items():
+            client.set_tag(resume_run_id, key, value)
+        client.set_tag(resume_run_id, "resumable", "false")
+        return client, resume_run_id, uri
+    with store_lock(uri):  # two processes must not both create the experiment
+        experiment_id = get_or_create_experiment(client, experiment_name(cfg))
+    tags = {"dataset": cfg.data.name, "model": f"mlp{list(cfg.model.hidden_sizes)}", **process}
+    tags["start_dir"] = str(Path.cwd())  # what relative paths (data.dir) are relative to
     if overrides:
         tags["overrides"] = " ".join(overrides)
     commit = git_commit(Path(__file__).parent)  # denselab's own code, where it is a checkout
@@ -67,16 +86,20 @@ def open_store(uri: str) -> MlflowClient:
     """A client on the store at ``uri``, created if it is a new sqlite file."""
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        wait_for_sqlite_writers()
     elif uri.startswith(("http://", "https://")):
+        bound_http_waits()
         _check_server(uri)
     elif uri.startswith("file:") or "://" not in uri:
         raise TrackingError(
             f"tracking.uri={uri} is a file store, which MLflow 3 no longer accepts; use "
             "sqlite:///<absolute path>/mlflow.db, or leave tracking.uri unset for ./mlruns."
         )
-    client = MlflowClient(tracking_uri=uri)
     try:
-        client.search_experiments(max_results=1)  # creates and migrates a new sqlite DB
+        with store_lock(uri):
+            # Both create and migrate a new sqlite DB: the client opens its store at once.
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
     except MlflowException as err:
         raise TrackingError(
             f"The MLflow store at {uri} cannot be used ({first_line(err)}); check "
@@ -99,6 +122,17 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
     return experiment.experiment_id
+
+
+def server_answers(uri: str, timeout: float = 3) -> bool:
+    """Whether the MLflow server at ``uri`` answers its health check within ``timeout`` s."""
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException:
+        return False
+    return True
 
 
 def _check_server(uri: str) -> None:
@@ -172,22 +206,54 @@ def git_commit(directory: Path) -> Optional[str]:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-@contextlib.contextmanager
-def run_status(client: MlflowClient, run_id: str) -> Iterator[None]:
-    """End the run FINISHED, FAILED on an error, KILLED on Ctrl-C, whatever raised where.
+def resume_command(run_id: str, uri: str) -> str:
+    """The command that continues run ``run_id`` of the store at ``uri``, from any directory."""
+    return f"denselab-train resume={run_id} tracking.uri={uri}"
 
-    Lightning turns Ctrl-C inside ``fit`` into ``SystemExit(1)`` after marking the run FAILED;
-    both KeyboardInterrupt and SystemExit mean the user stopped the run.
+
+@contextlib.contextmanager
+def run_status(
+    client: MlflowClient, run_id: str, last_checkpoint: Optional[Path] = None
+) -> Iterator[None]:
+    """End the run FINISHED, FAILED on an error, KILLED on a stop signal, whatever raised where.
+
+    ``last_checkpoint`` is where the run's last.ckpt is written: the closing sentence of a
+    stopped run, or of one whose tracking server went away, says how to continue from it.
+    Lightning turns Ctrl-C inside ``fit`` into ``SystemExit(1)``; both KeyboardInterrupt and
+    SystemExit mean the user stopped the run.
     """
+    uri = client.tracking_uri
     try:
         yield
+    except RunStopped as stop:
+        stop.run_id, stop.last_checkpoint = run_id, last_checkpoint
+        stop.resume_command = resume_command(run_id, uri)
+        if stop.resumable:
+            client.set_tag(run_id, "resumable", "true")
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        raise
     except (KeyboardInterrupt, SystemExit):
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException as err:
+        if uri.startswith(("http://", "https://")) and not server_answers(uri):
+            # Every further call would wait out its retries again: say what to do instead.
+            raise TrackingError(_server_lost(uri, run_id, last_checkpoint)) from err
         with contextlib.suppress(Exception):
             client.set_tag(run_id, "error", f"{type(err).__name__}: {first_line(err)}"[:5000])
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     else:
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def _server_lost(uri: str, run_id: str, last_checkpoint: Optional[Path]) -> str:
+    if last_checkpoint and last_checkpoint.is_file():
+        saved = f"its last checkpoint is {last_checkpoint}"
+    else:
+        saved = "it had no checkpoint yet"
+    return (
+        f"The MLflow server at {uri} stopped answering, so run {run_id} still shows RUNNING "
+        f"there and {saved}; once the server is back, continue it with "
+        f"`{resume_command(run_id, uri)}`."
+    )

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from denselab.config import register_schemas, validate_config
 from denselab.errors import DenselabError
+from denselab.lifecycle import stop_on_signals
 
 log = logging.getLogger("denselab")
 
@@ -42,12 +43,19 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     run, once created, always ends FINISHED, FAILED or KILLED.
     """
     validate_config(cfg)
+    from denselab.resume import prepare_resume
+
+    # Before the heavy imports, so that a resume that cannot be done is refused at once.
+    resume = prepare_resume(cfg, overrides, output_dir)
+    cfg = resume.cfg if resume else cfg
     # Imported here, not at the top: Lightning and MLflow take seconds to import, and
     # `--cfg job`, `--help` and config errors should answer at once.
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from denselab.checkpoints import AtomicCheckpointIO
     from denselab.console import progress_bars, quiet_third_party_notices
+    from denselab.divergence import DivergenceGuard
     from denselab.evaluation import Evaluator, restore_weights
     from denselab.threads import apply_threads
     from denselab.ranks import joined_run, share_run
@@ -55,11 +63,12 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
 
     quiet_third_party_notices()
     run_id, uri = joined_run(), tracking_uri(cfg)
+    checkpoint_dir = resume.checkpoint_dir if resume else output_dir / "checkpoints"
     if run_id is None:  # rank zero: the one process that creates, ends and reports the run
-        client, run_id, uri = start_run(cfg, overrides)
+        client, run_id, uri = start_run(cfg, overrides, resume.run_id if resume else None)
         share_run(run_id)
         log.info("MLflow run %s (%s) in %s", run_id, run_name(cfg), uri)
-        lifetime = run_status(client, run_id)
+        lifetime = run_status(client, run_id, checkpoint_dir / "last.ckpt")
     else:
         lifetime = contextlib.nullcontext()
     with lifetime:
@@ -70,17 +79,23 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
         model = build_model(cfg, data)
         apply_threads(cfg.threads, model.layer_widths, cfg.data.batch_size)
         evaluator = Evaluator(model, data)
-        checkpoint = instantiate(cfg.checkpoint, dirpath=str(output_dir / "checkpoints"))
+        checkpoint = instantiate(cfg.checkpoint, dirpath=str(checkpoint_dir))
         figures = instantiate_callbacks(cfg.get("callbacks"), run, evaluator)
         trainer = instantiate(
             cfg.trainer,
             logger=run,
-            callbacks=[checkpoint, *progress_bars(cfg.trainer.enable_progress_bar), *figures],
+            callbacks=[
+                checkpoint,
+                DivergenceGuard(),
+                *progress_bars(cfg.trainer.enable_progress_bar),
+                *figures,
+            ],
             default_root_dir=str(output_dir),
+            plugins=[AtomicCheckpointIO()],
         )
-        log_run_settings(run, cfg, model, data)
+        log_run_settings(run, cfg, model, data, resumed=resume is not None)
 
-        trainer.fit(model, datamodule=data)
+        trainer.fit(model, datamodule=data, ckpt_path=resume.checkpoint if resume else None)
         if "test" in data.splits:
             trainer.test(model, datamodule=data, ckpt_path="best", verbose=False)
         else:  # all test labels hidden: nothing to score, but report on the best weights
@@ -117,15 +132,16 @@ def build_model(cfg: DictConfig, data):
     )
 
 
-def log_run_settings(run, cfg: DictConfig, model, data) -> None:
+def log_run_settings(run, cfg: DictConfig, model, data, resumed: bool = False) -> None:
     """Params (the resolved config, flattened, and the parameter count), the config as YAML,
-    and the input shape."""
+    and the input shape. A resumed run keeps the params it started with."""
     from denselab.model import count_parameters
     from denselab.tracking import run_name, run_params
 
     params = run_params(cfg)
     params["params_total"] = count_parameters(model)
-    run.log_hyperparams(params)
+    if not resumed:
+        run.log_hyperparams(params)
     run.text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     run.tag("input_shape", "x".join(map(str, data.input_shape)))
     log.info("%s: %s parameters", run_name(cfg), f"{params['params_total']:,}")
@@ -200,7 +216,8 @@ def main(cfg: DictConfig) -> Optional[float]:
     _route_lightning_logs_through_hydra()
     hydra_cfg = HydraConfig.get()
     try:
-        metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.overrides.task)
+        with stop_on_signals():
+            metrics = train(cfg, Path(hydra_cfg.runtime.output_dir), hydra_cfg.overrides.task)
     except DenselabError as err:
         log.error(str(err))
         if hydra_cfg.mode == RunMode.MULTIRUN:

@@ -169,6 +169,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.splits: dict[str, Split] = {}
         self.unlabeled: Optional[Unlabeled] = None
         self._on_device: dict[str, Split] = {}
+        # Draws each epoch's training order; its state is saved with every checkpoint, so a
+        # resumed run sees the batches an uninterrupted one would.
+        self.train_order = torch.Generator().manual_seed(seed)
 
     # -- what a dataset provides -------------------------------------------------------
 
@@ -210,15 +213,24 @@ class ImageDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> TensorBatches:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        return TensorBatches(
+        loader = TensorBatches(
             self.split_on_device("train"), self.batch_size, True, self.seed, rank, world
         )
+        loader.generator = self.train_order
+        return loader
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(self.split_on_device("val"), self.eval_batch_size, False)
 
     def test_dataloader(self) -> TensorBatches:
         return TensorBatches(self.split_on_device("test"), self.eval_batch_size, False)
+
+    def state_dict(self) -> dict:
+        return {"train_order": self.train_order.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "train_order" in state_dict:
+            self.train_order.set_state(state_dict["train_order"])
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         # Batches are cut from tensors already on the device: skip Lightning's generic

@@ -1,0 +1,112 @@
+"""A run's checkpoints: written whole or not at all, at the end of each epoch, owned by a run.
+
+``last.ckpt`` is what a resumed run continues from (``denselab-train resume=<run id>``), so:
+
+- it is written to a temporary file and renamed over the old one: a kill during the write
+  leaves the previous epoch's checkpoint, never half a file;
+- it is written at the very end of the epoch, after the epoch's metrics reached the run: a
+  run killed between the two resumes into a metric history with no gap (the logger drops
+  points it already has, so the epoch trained again adds no duplicates either);
+- it records its run id and the global torch RNG state (dropout); the data order lives in
+  the DataModule's state, which Lightning saves beside it;
+- a copy goes to the run (artifact ``resume/last.ckpt``) each epoch, for resuming where the
+  local folder is gone: another machine, a wiped scratch disk. An epoch-end copy, rather than
+  one at kill time, also covers SIGKILL and lost machines, which give no time for uploads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import MLFlowLogger
+
+LAST = "last.ckpt"
+# Where the per-epoch copy of last.ckpt lives in the run's artifacts.
+RESUME_ARTIFACT_DIR = "resume"
+STATE_KEY = "denselab"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save to a temporary file beside the target, then an atomic rename over it."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that saves at the end of each training epoch (after validation) and
+    keeps ``last.ckpt``; it records its folder on the run (tag ``checkpoint_dir``), logs the
+    epoch's metrics before saving, and copies ``last.ckpt`` to the run when ``upload_last``.
+
+    Takes ModelCheckpoint's arguments; ``save_on_train_epoch_end`` is always on: Lightning
+    resumes from such a checkpoint at the next epoch, with nothing of the old one repeated.
+    """
+
+    def __init__(self, upload_last: bool = True, **kwargs: Any):
+        kwargs["save_on_train_epoch_end"] = True
+        kwargs.setdefault("save_last", True)
+        super().__init__(**kwargs)
+        self.upload_last = upload_last
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        logger = trainer.logger
+        if stage == "fit" and isinstance(logger, MLFlowLogger) and self.dirpath:
+            logger.experiment.set_tag(
+                logger.run_id, "checkpoint_dir", str(Path(self.dirpath).resolve())
+            )
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        logger = trainer.logger
+        if getattr(logger, "drops_repeated_points", False):
+            # Lightning logs the train metrics only after this hook: send them now, so the
+            # checkpoint never gets ahead of the run's history (the logger skips the repeat).
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            logger.log_metrics(metrics, step=trainer.current_epoch)
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.upload_last and isinstance(logger, MLFlowLogger) and self.last_model_path:
+            if Path(self.last_model_path).is_file():
+                logger.experiment.log_artifact(
+                    logger.run_id, self.last_model_path, RESUME_ARTIFACT_DIR
+                )
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        logger = trainer.logger
+        checkpoint[STATE_KEY] = {
+            "run_id": logger.run_id if isinstance(logger, MLFlowLogger) else None,
+            "torch_rng_state": torch.get_rng_state(),
+        }
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        state = checkpoint.get(STATE_KEY) or {}
+        if state.get("torch_rng_state") is not None:
+            torch.set_rng_state(state["torch_rng_state"])
+
+
+def checkpoint_run_id(path: Path) -> Optional[str]:
+    """The run id a checkpoint was written for (None for checkpoints from elsewhere)."""
+    # weights_only=False: a denselab checkpoint the user asked to resume, not a foreign file
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return (state.get(STATE_KEY) or {}).get("run_id")

@@ -1,0 +1,123 @@
+"""How a run ends when a stop signal arrives (a diverging loss: :mod:`denselab.divergence`).
+
+SIGINT (Ctrl-C), SIGTERM (SLURM, systemd, docker stop) and SIGUSR1 (SLURM's warning before a
+time limit) end the run KILLED and the process with 128 + the signal's number: 130, 143 and
+138, as shells and schedulers read them. SIGUSR1 also tags the run ``resumable``. What a
+resumed run continues from is ``last.ckpt`` of the last completed epoch, which
+:class:`denselab.checkpoints.RunCheckpoint` writes atomically at every epoch's end; the
+unfinished epoch is trained again, in the same order, on resume.
+
+The signal handler raises at once, wherever the main thread is, so that a process blocked on a
+tracking server that does not answer still ends; the run then has GRACE_S seconds to record
+KILLED before the process leaves without it.
+
+Imported by the entry point before anything heavy: no torch, Lightning or MLflow here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+log = logging.getLogger("denselab")
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+# Seconds the run gets, after a stop signal, to record its end (KILLED) before the process
+# exits without it: what "honoured within 5 s" leaves after a busy machine schedules the handler.
+GRACE_S = 3.0
+
+
+class RunStopped(BaseException):
+    """A stop signal arrived. A BaseException, like KeyboardInterrupt, so that no library's
+    ``except Exception`` swallows it; Lightning passes it through after its own cleanup."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+        # Filled in by denselab.tracking.run_status, for the closing sentence.
+        self.run_id: Optional[str] = None
+        self.resume_command: Optional[str] = None
+        self.last_checkpoint: Optional[Path] = None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def resumable(self) -> bool:
+        return self.signum == signal.SIGUSR1
+
+    def sentence(self) -> str:
+        name = signal.Signals(self.signum).name
+        if self.run_id is None:
+            return f"Stopped by {name} before the MLflow run was created."
+        where = (
+            f"it continues from {self.last_checkpoint}"
+            if self.last_checkpoint and self.last_checkpoint.is_file()
+            else "it had no checkpoint yet and starts again from epoch 0"
+        )
+        return (
+            f"Stopped by {name}: run {self.run_id} ended KILLED; {where} with "
+            f"`{self.resume_command}`."
+        )
+
+
+class _StopHandler:
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self.watchdog: Optional[threading.Timer] = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            # A second signal while the run is being ended: the user insists.
+            os._exit(128 + self.received)
+        self.received = signum
+        self.watchdog = threading.Timer(GRACE_S, _leave_now, args=(signum,))
+        self.watchdog.daemon = True
+        self.watchdog.start()
+        raise RunStopped(signum)
+
+
+def _leave_now(signum: int) -> None:
+    # Runs on the watchdog thread when ending the run took too long, typically a tracking
+    # server that does not answer: the run may still show RUNNING there; resume takes it over.
+    sys.stderr.write(
+        f"Stopped by {signal.Signals(signum).name}; the tracking store did not record the end "
+        f"within {GRACE_S:.0f} s, so the run may still show RUNNING: `denselab-train "
+        "resume=<run id>` takes it over.\n"
+    )
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGINT, SIGTERM and SIGUSR1 into :class:`RunStopped`, and that into one sentence
+    and exit code 128 + signal. Lightning adds its own SIGTERM handler during fit; it calls
+    this one after its own, so the run still stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    handler = _StopHandler()
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    except RunStopped as stop:
+        log.error(stop.sentence())
+        # Leave now: the run is ended and its checkpoint on disk, and the interpreter's own
+        # shutdown (atexit hooks, freeing torch and MLflow) can take seconds on a busy machine.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stop.exit_code)
+    finally:
+        if handler.watchdog is not None:
+            handler.watchdog.cancel()
+        for signum, old in previous.items():
+            signal.signal(signum, old)

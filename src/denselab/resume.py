@@ -1,0 +1,248 @@
+"""``denselab-train resume=<run id>`` (or ``resume=last``): continue a run that did not finish.
+
+The run is continued with its own settings, read back from the ``config.yaml`` it logged, so
+the command needs nothing else; overrides on the command line may only change what does not
+make it a different run (more epochs, where the data and store are, progress bar, figures).
+Training goes on from the run's ``last.ckpt``: from the folder the run recorded (tag
+``checkpoint_dir``) when it is on this machine, else from the copy logged to the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+from denselab.errors import ConfigError, TrackingError
+from denselab.store import sqlite_path
+from denselab.tracking import experiment_name, open_store, tracking_uri
+
+log = logging.getLogger("denselab")
+
+# Settings a resumed run may change: they say how long to train and where things are, not
+# what is trained. A key names itself and everything below it.
+MAY_CHANGE = (
+    "resume",
+    "trainer.max_epochs",
+    "trainer.enable_progress_bar",
+    "trainer.accelerator",
+    "trainer.devices",
+    "tracking.uri",
+    "data.dir",
+    "data.mirrors",
+    "data.system_dirs",
+    "callbacks",
+)
+
+
+@dataclass
+class Resume:
+    """A run to continue, and how."""
+
+    run_id: str
+    cfg: DictConfig  # the run's own settings, with the changes resume allows
+    checkpoint: Optional[Path]  # what training continues from; None: from epoch 0
+    checkpoint_dir: Path  # where the resumed run writes its checkpoints
+
+
+def prepare_resume(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> Optional[Resume]:
+    """The run ``cfg.resume`` names, checked and ready to continue; None without ``resume``.
+
+    Raises DenselabError, before any run changes, for a run that cannot be continued.
+    """
+    wanted = cfg.get("resume")
+    if not wanted:
+        return None
+    uri = tracking_uri(cfg)
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise TrackingError(
+            f"resume={wanted} needs the MLflow store the run lives in, and there is none at "
+            f"{db}; start from the directory the run started in, or give tracking.uri=..."
+        )
+    client = open_store(uri)
+    run = find_run(client, str(wanted), experiment_name(cfg), uri)
+    run_id = run.info.run_id
+    refuse_if_alive(run)
+    run_cfg = merged_config(logged_config(client, run), cfg, overrides)
+    run_cfg.tracking.uri = uri  # the store it was found in, wherever the command runs
+    start_dir = run.data.tags.get("start_dir")
+    if (
+        start_dir
+        and not Path(run_cfg.data.dir).is_absolute()
+        and "data.dir" not in (override_keys(overrides))
+    ):
+        run_cfg.data.dir = str(Path(start_dir) / run_cfg.data.dir)  # the data it trained on
+    run_cfg.resume = run_id
+    checkpoint, checkpoint_dir = locate_checkpoint(client, run, output_dir)
+    return Resume(run_id, run_cfg, checkpoint, checkpoint_dir)
+
+
+def find_run(client: MlflowClient, wanted: str, experiment: str, uri: str) -> Run:
+    """The run ``resume=`` names: an id, or ``last``, the newest unfinished run of
+    ``experiment`` whose process is not alive."""
+    if wanted == "last":
+        found = client.get_experiment_by_name(experiment)
+        runs = (
+            client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"])
+            if found
+            else []
+        )
+        for run in runs:
+            if run.info.status != "FINISHED" and process_alive(run) is not True:
+                return run
+        raise ConfigError(
+            f"resume=last found no unfinished run in experiment {experiment!r} of {uri}; "
+            "name the run with resume=<run id>, or the experiment with data=... or "
+            "tracking.experiment_name=..."
+        )
+    try:
+        run = client.get_run(wanted)
+    except MlflowException:
+        run = None
+    if run is None or run.info.lifecycle_stage == "deleted":
+        raise ConfigError(
+            f"resume={wanted}: there is no such run in the MLflow store at {uri}; copy the "
+            "run id from the MLflow UI, or give the store it lives in with tracking.uri=..."
+        )
+    if run.info.status == "FINISHED":
+        raise ConfigError(
+            f"resume={wanted}: run {run.info.run_name!r} already FINISHED, so there is nothing "
+            "to continue; start a new run instead (without resume=)."
+        )
+    return run
+
+
+def process_alive(run: Run) -> Optional[bool]:
+    """Whether the process that runs ``run`` is alive: True or False on its own host, None
+    when the run is on another host (or records no process) and this one cannot tell."""
+    host, pid = run.data.tags.get("host"), run.data.tags.get("pid")
+    if run.info.status != "RUNNING":
+        return False
+    if not host or not pid or host != socket.gethostname():
+        return None
+    pid_int = int(pid)
+    if pid_int in (os.getpid(), os.getppid()):
+        # ourselves, or rank zero of a multi-device run whose launcher started this rank
+        return False
+    try:
+        os.kill(pid_int, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    # A live pid may have been reused by an unrelated process since the run's died.
+    cmdline = Path(f"/proc/{pid_int}/cmdline")
+    if cmdline.exists():
+        return b"denselab" in cmdline.read_bytes()
+    return True
+
+
+def refuse_if_alive(run: Run) -> None:
+    alive = process_alive(run)
+    name, host, pid = run.info.run_id, run.data.tags.get("host"), run.data.tags.get("pid")
+    if alive:
+        raise ConfigError(
+            f"resume={name}: the run is still RUNNING in process {pid} on this host; stop it "
+            f"first (kill -TERM {pid}), or wait for it to end."
+        )
+    if alive is None and run.info.status == "RUNNING" and host:
+        raise ConfigError(
+            f"resume={name}: the run is RUNNING on host {host} (pid {pid}), which this host "
+            f"cannot check; resume it on {host}, or stop that process first."
+        )
+
+
+def logged_config(client: MlflowClient, run: Run) -> DictConfig:
+    """The settings the run logged (``config.yaml``, interpolations resolved)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run.info.run_id, "config.yaml", tmp)
+        except (MlflowException, OSError):
+            raise ConfigError(
+                f"resume={run.info.run_id}: the run logged no config.yaml (it stopped before "
+                "its settings were recorded), so it cannot be continued; start a new run."
+            ) from None
+        return OmegaConf.load(path)
+
+
+def merged_config(run_cfg: DictConfig, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """``run_cfg`` with the command line's overrides that MAY_CHANGE allows; any other one that
+    changes a setting is refused, naming it."""
+    merged = run_cfg.copy()
+    for key in override_keys(overrides):
+        new, old = _plain(OmegaConf.select(cfg, key)), _plain(OmegaConf.select(run_cfg, key))
+        if any(key == k or key.startswith(k + ".") for k in MAY_CHANGE):
+            if key == "trainer.max_epochs" and old is not None and new < old:
+                raise ConfigError(
+                    f"resume={cfg.resume} may raise trainer.max_epochs, not lower it "
+                    f"(from {old} to {new}); leave it at {old} or more."
+                )
+            OmegaConf.update(merged, key, new, force_add=True)
+        elif new != old:
+            raise ConfigError(
+                f"resume={cfg.resume} cannot change {key} (from {old} to {new}): that would "
+                "be a different run; drop the override, or start a new run without resume=."
+            )
+    return merged
+
+
+def override_keys(overrides: Sequence[str]) -> list[str]:
+    """The config keys (or groups) the command-line overrides set, as dotted paths."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return [o.key_or_group.replace("/", ".") for o in parsed if o.key_or_group != "resume"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, DictConfig) or OmegaConf.is_list(value):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def locate_checkpoint(
+    client: MlflowClient, run: Run, output_dir: Path
+) -> tuple[Optional[Path], Path]:
+    """(checkpoint to continue from, folder to write to): the run's own folder where it is on
+    this host, else the copy logged to the run, written on into this job's folder."""
+    from denselab.checkpoints import LAST, RESUME_ARTIFACT_DIR  # Lightning: seconds to import
+
+    run_id, tags = run.info.run_id, run.data.tags
+    own_dir = Path(tags["checkpoint_dir"]) if tags.get("checkpoint_dir") else None
+    if own_dir and tags.get("host") == socket.gethostname() and (own_dir / LAST).is_file():
+        return _checked(own_dir / LAST, run_id), own_dir
+    new_dir = output_dir / "checkpoints"
+    try:
+        copy = client.download_artifacts(run_id, f"{RESUME_ARTIFACT_DIR}/{LAST}", str(output_dir))
+    except (MlflowException, OSError):
+        log.warning(
+            "Run %s has no checkpoint here (%s) nor a copy logged to it: it starts again from "
+            "epoch 0, which gives the same result with the same seed.",
+            run_id,
+            own_dir / LAST if own_dir else "no folder recorded",
+        )
+        return None, new_dir
+    log.info("Continuing from the checkpoint copy logged to the run (%s)", copy)
+    return _checked(Path(copy), run_id), new_dir
+
+
+def _checked(path: Path, run_id: str) -> Path:
+    from denselab.checkpoints import checkpoint_run_id
+
+    owner = checkpoint_run_id(path)
+    if owner and owner != run_id:
+        raise ConfigError(
+            f"resume={run_id}: the checkpoint {path} belongs to run {owner}, not to this one; "
+            "the run's checkpoint folder was reused, so resume that run instead."
+        )
+    return path
