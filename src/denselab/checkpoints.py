@@ -107,6 +107,6 @@ class RunCheckpoint(ModelCheckpoint):
 
 def checkpoint_run_id(path: Path) -> Optional[str]:
     """The run id a checkpoint was written for (None for checkpoints from elsewhere)."""
-    # weights_only=False: a denselab checkpoint the user asked to resume, not a foreign file
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    # Tensors and plain values only: never unpickle code from a file (as denselab.classifier).
+    state = torch.load(path, map_location="cpu", weights_only=True)
     return (state.get(STATE_KEY) or {}).get("run_id")
