@@ -41,6 +41,7 @@ MAY_CHANGE = (
     "data.mirrors",
     "data.system_dirs",
     "callbacks",
+    "threads",
 )
 
 
