@@ -102,44 +102,10 @@ def serve(folder: Path, cut_off: bool = False) -> Iterator[str]:
 
 
 @contextmanager
-def mlflow_server(folder: Path, timeout: float = 90) -> Iterator[str]:
+def mlflow_server(folder: Path, timeout: float = 120) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 over a sqlite store in ``folder``; yields its URL."""
-    import requests
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            console_script("mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(folder / "artifacts"),
-        ],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_mlflow_server(folder, timeout=timeout)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start on port {port}")
-            time.sleep(0.5)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
