@@ -23,7 +23,8 @@ from PIL import Image
 
 from denselab.classifier import Classifier, ModelNotFoundError, load
 from denselab.data import images as image_decoding
-from denselab.data.base import to_unit_float
+from denselab.data.base import stored_pixels
+from denselab.pixels import as_float
 from denselab.inputs import read_inputs
 from denselab.predict import main, write_csv_atomically
 from denselab.preprocessing import InputError, Preprocessing
@@ -253,3 +254,8 @@ def test_help_names_every_key(capsys):
     main(["--help"])
     text = capsys.readouterr().out
     assert all(f"  {key}" in text for key in ("model", "inputs", "out", "log_to", "tracking_uri"))
+
+
+def to_unit_float(images):
+    """What training makes of stored images: the split's pixels, scaled per batch."""
+    return as_float(stored_pixels(images))

@@ -5,7 +5,7 @@ The rule is the one training follows:
 
 - a network takes images of its ``input_shape``: (H, W) grayscale or (H, W, C) colour;
 - uint8 pixels are divided by 255; float pixels are taken as already in [0, 1] (what
-  :func:`denselab.data.base.to_unit_float` does to a split);
+  :func:`denselab.pixels.as_float` does to each batch of a split);
 - image files are decoded as Flowers-17's photos are (:mod:`denselab.data.images`): converted
   to the network's colour mode, the largest centred crop of the network's aspect ratio cut
   out, and resized to (H, W) with Lanczos. A file already of that size is read as it is, so

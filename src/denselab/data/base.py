@@ -118,14 +118,6 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def to_unit_float(images: np.ndarray) -> torch.Tensor:
-    """Images as a new float32 tensor in [0, 1], what the network takes: uint8 divided by
-    255, float images taken as already scaled. Splits hold :func:`stored_pixels` instead and
-    scale per batch (:func:`denselab.pixels.as_float`), to the same values."""
-    pixels = torch.tensor(images, dtype=torch.float32)  # a copy: file buffers are read-only
-    return pixels.div_(255.0) if images.dtype == np.uint8 else pixels
-
-
 def stored_pixels(images: np.ndarray) -> torch.Tensor:
     """Images as a tensor in their stored dtype: uint8 and float32 as they are (no copy when
     the array is writable and contiguous); other floats, already in [0, 1], as float32,
