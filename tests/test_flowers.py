@@ -232,6 +232,7 @@ def _other_size(cache: Path, archive: Path) -> None:
     save_cache(cache, np.zeros((1360, 64, 64, 3), np.uint8), archive)
 
 
+@pytest.mark.slow  # decodes every photo again per case
 @pytest.mark.parametrize("spoil", [_truncate, _touch_archive, _fewer_images, _other_size])
 def test_untrustworthy_cache_is_rebuilt(data_dir, decode_calls, reference_train_images, spoil):
     spoil(data_dir / "flowers17_32.npz", data_dir / "17flowers.tgz")
@@ -257,6 +258,7 @@ def test_unwritable_data_dir_is_a_clear_error(data_dir, monkeypatch):
     assert sorted(p.name for p in data_dir.iterdir()) == sorted(FILES)
 
 
+@pytest.mark.slow  # decodes every photo twice
 def test_each_image_size_has_its_own_cache(data_dir, decode_calls):
     dm = loaded(data_dir, image_size=128)
     assert dm.input_shape == (128, 128, 3) and len(decode_calls) == 1360

@@ -168,6 +168,7 @@ def test_config_reads_both_files_from_the_data_dir(compose_cfg, table):
     assert isinstance(instantiate(cfg.data), ImageTableDataModule)
 
 
+@pytest.mark.slow  # a whole run on an image table
 def test_training_scores_train_and_valid_and_logs_hidden_predictions(
     compose_cfg, table, store_uri, tmp_path
 ):

@@ -86,6 +86,7 @@ def test_data_error_ends_the_run_failed(compose_cfg, store_uri, tmp_path):
     assert "DataError" in run.data.tags["error"]
 
 
+@pytest.mark.slow  # a second whole run; the first one stays in the fast tier
 def test_multinomial_model_and_other_losses_train(
     compose_cfg, fixture_overrides, store_uri, tmp_path
 ):
