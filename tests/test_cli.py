@@ -144,7 +144,7 @@ def test_ctrl_c_ends_the_run_killed(tmp_path, mnist_dir):
         proc.kill()
     assert proc.returncode != 0, output[-2000:]
     _, run = only_run(uri)
-    assert run.info.status == "KILLED"
+    assert run.info.status == "KILLED", output[-3000:]
 
 
 def test_end_to_end_on_real_fashion_mnist(tmp_path):
