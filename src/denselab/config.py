@@ -243,6 +243,9 @@ class TrackingSchema:
     # A registered model name: the run's model becomes its newest version (models:/<name>@latest),
     # and models:/<name>@champion when its val/acc_best beats the champion's. None: not registered.
     register_as: Optional[str] = setting(None, MODEL_NAME)
+    # In a sweep, a job whose identical config already FINISHED in the experiment is not run
+    # again, and a stopped job of the same sweep goes on from its checkpoint. False: all anew.
+    skip_finished: bool = True
 
 
 @dataclass
@@ -446,6 +449,8 @@ def _check_rules(node: DictConfig, path: str) -> None:
         else {}
     )
     for key in node:
+        if not path and key == "hydra":
+            continue  # Hydra's own node, present in a sweep's config: not ours to check
         value = node.get(key)
         name = f"{path}{key}"
         if isinstance(value, DictConfig):

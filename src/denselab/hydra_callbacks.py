@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import signal
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -15,30 +18,58 @@ from denselab.errors import DenselabError
 log = logging.getLogger(__name__)
 
 
-class PrepareTrackingStore(Callback):
-    """Create the MLflow store and experiment before a sweep's first job starts.
+class SweepRun(Callback):
+    """A sweep's parent run in MLflow (:mod:`denselab.sweep`), open while its jobs run.
 
-    A fresh sqlite DB opened by parallel jobs races its schema migration and can break for
-    good; once it exists, many writers are fine. A single run needs no such step: its one
-    job opens the store itself.
+    Opened before the first job (which also creates the store and experiment once: a fresh
+    sqlite DB opened by parallel jobs races its schema migration), closed with the jobs'
+    summary when the sweep ends. Hydra skips ``on_multirun_end`` when a job failed, and a
+    signal skips it too, so the parent is also closed when the process exits.
     """
 
+    def __init__(self) -> None:
+        self.sweep = None
+        self.stopped: Optional[int] = None
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # MLflow takes seconds to import: only a sweep pays for it here.
-        from denselab.tracking import (
-            experiment_name,
-            get_or_create_experiment,
-            open_store,
-            tracking_uri,
-        )
+        from denselab import sweep as sweeps
+        from denselab.lifecycle import on_stop
 
         try:
             validate_config(config)
-            client = open_store(tracking_uri(config))
-            get_or_create_experiment(client, experiment_name(config))
+            self.sweep = sweeps.open_sweep(config)
         except DenselabError as err:
-            # Each job reports it again, as one sentence, and fails; nothing to add here.
-            log.debug("Tracking store not prepared: %s", err)
+            log.error(str(err))
+            sys.exit(1)
+        os.environ[sweeps.SWEEP_ENV] = self.sweep.parent_id
+        os.environ[sweeps.JOBS_ENV] = str(sweeps.jobs_at_once(config))
+        atexit.register(self.close)
+        on_stop(self._stopped)  # Hydra's basic launcher: the job's own signal handling
+        for signum in (signal.SIGINT, signal.SIGTERM):  # other launchers: this process's
+            signal.signal(signum, self._on_signal)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        from denselab import sweep as sweeps
+
+        if self.sweep is not None and not self.sweep.closed:
+            try:
+                sweeps.close_sweep(self.sweep, stopped=self.stopped is not None)
+            except Exception as err:  # the jobs are done; say why the summary is missing
+                log.error("The sweep's parent run %s was not summarised: %s",
+                          self.sweep.parent_id, err)
+
+    def _stopped(self, signum: int) -> None:
+        self.stopped = signum
+        self.close()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stopped = signum
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        sys.exit(128 + signum)
 
 
 class RefuseRelaunchingDevices(Callback):

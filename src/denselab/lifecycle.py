@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 log = logging.getLogger("denselab")
 
@@ -31,6 +31,16 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 # Seconds the run gets, after a stop signal, to record its end (KILLED) before the process
 # exits without it: what "honoured within 5 s" leaves after a busy machine schedules the handler.
 GRACE_S = 3.0
+
+
+# What else must end when this process is stopped, run before it leaves: a sweep run by
+# Hydra's basic launcher ends its parent run KILLED here. Each gets the signal's number.
+_stop_hooks: list[Callable[[int], None]] = []
+
+
+def on_stop(hook: Callable[[int], None]) -> None:
+    """Call ``hook(signum)`` when a stop signal ends this process, after the run ended."""
+    _stop_hooks.append(hook)
 
 
 class RunStopped(BaseException):
@@ -110,6 +120,9 @@ def stop_on_signals() -> Iterator[None]:
         yield
     except RunStopped as stop:
         log.error(stop.sentence())
+        for hook in _stop_hooks:
+            with contextlib.suppress(Exception):
+                hook(stop.signum)
         # Leave now: the run is ended and its checkpoint on disk, and the interpreter's own
         # shutdown (atexit hooks, freeing torch and MLflow) can take seconds on a busy machine.
         logging.shutdown()

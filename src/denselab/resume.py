@@ -37,6 +37,7 @@ MAY_CHANGE = (
     "trainer.accelerator",
     "trainer.devices",
     "tracking.uri",
+    "tracking.skip_finished",
     "data.dir",
     "data.mirrors",
     "data.system_dirs",

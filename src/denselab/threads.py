@@ -31,17 +31,29 @@ def step_macs(widths: Sequence[int], batch_size: int) -> int:
     return batch_size * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
 
 
+def machine_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def cpu_threads() -> int:
-    """The threads this process may use: OMP_NUM_THREADS when set (a launcher that runs
-    several jobs side by side sets it), else the CPUs the process may run on."""
+    """The threads this process may use: OMP_NUM_THREADS when set (joblib's workers have
+    it), else its share of the CPUs when a sweep runs several jobs side by side on them
+    (denselab.sweep.JOBS_ENV), else every CPU it may run on."""
+    from denselab.sweep import JOBS_ENV
+
     try:
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     except (KeyError, ValueError):
         pass
     try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        jobs = max(1, int(os.environ.get(JOBS_ENV, "1")))
+    except ValueError:
+        jobs = 1
+    return max(1, machine_cpus() // jobs)
 
 
 def auto_threads(widths: Sequence[int], batch_size: int, cpus: int) -> int:

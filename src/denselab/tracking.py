@@ -54,13 +54,21 @@ def run_name(cfg: DictConfig) -> str:
 
 
 def start_run(
-    cfg: DictConfig, overrides: Sequence[str] = (), resume_run_id: Optional[str] = None
+    cfg: DictConfig,
+    overrides: Sequence[str] = (),
+    resume_run_id: Optional[str] = None,
+    tags: Optional[Mapping[str, str]] = None,
+    name: Optional[str] = None,
 ) -> tuple[MlflowClient, str, str]:
     """Create the run (and store and experiment where new), or take over ``resume_run_id``
-    (checked by :func:`denselab.resume.prepare_resume`); returns (client, run id, uri)."""
+    (checked by :func:`denselab.resume.prepare_resume`); returns (client, run id, uri).
+    ``tags`` and ``name`` are a sweep's (parent, swept values), see denselab.sweep."""
+    from denselab.sweep import CONFIG_TAG, config_hash
+
     uri = tracking_uri(cfg)
     client = open_store(uri)
-    process = {"host": socket.gethostname(), "pid": str(os.getpid())}
+    process = {"host": socket.gethostname(), "pid": str(os.getpid()), **(tags or {})}
+    process[CONFIG_TAG] = config_hash(cfg)  # what a later sweep recognises this run by
     if resume_run_id:
         client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         for key, value in process.items():
@@ -78,7 +86,7 @@ def start_run(
         tags["mlflow.source.git.commit"] = commit
     # MLflow's own context: the user, the source (the script) and its type, as fluent runs get.
     tags = resolve_tags(tags)
-    run = client.create_run(experiment_id, run_name=run_name(cfg), tags=tags)
+    run = client.create_run(experiment_id, run_name=name or run_name(cfg), tags=tags)
     return client, run.info.run_id, uri
 
 
@@ -236,9 +244,13 @@ def run_status(
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException as err:
+        with contextlib.suppress(Exception):
+            err.run_id = run_id  # the error's run exists and ends FAILED: nothing more to record
         if uri.startswith(("http://", "https://")) and not server_answers(uri):
             # Every further call would wait out its retries again: say what to do instead.
-            raise TrackingError(_server_lost(uri, run_id, last_checkpoint)) from err
+            lost = TrackingError(_server_lost(uri, run_id, last_checkpoint))
+            lost.run_id = run_id
+            raise lost from err
         with contextlib.suppress(Exception):
             client.set_tag(run_id, "error", f"{type(err).__name__}: {first_line(err)}"[:5000])
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from denselab.config import register_schemas, validate_config
 from denselab.errors import DenselabError
@@ -30,7 +30,7 @@ class RunResult(dict):
     """A run's final metrics (``test/acc``, ...), and what made them, for the Python API:
     ``run_id``, ``tracking_uri``, ``model`` (with the best weights) and ``datamodule``."""
 
-    def __init__(self, metrics: dict, run_id: str, tracking_uri: str, model, datamodule):
+    def __init__(self, metrics: dict, run_id: str, tracking_uri: str, model=None, datamodule=None):
         super().__init__(metrics)
         self.run_id, self.tracking_uri = run_id, tracking_uri
         self.model, self.datamodule = model, datamodule
@@ -44,7 +44,21 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     """
     validate_config(cfg)
     from denselab.resume import prepare_resume
+    from denselab.sweep import config_hash, sweep_job
 
+    job = sweep_job(cfg, overrides) if not cfg.get("resume") else None
+    if job is not None:  # a job of a sweep: maybe done already, or stopped and resumable
+        done = job.finished_run(config_hash(cfg))
+        if done is not None:
+            job.reuse(done)
+            log.info(
+                "Skipped: the same config FINISHED as run %s (%s); tracking.skip_finished="
+                "false runs it again",
+                done.info.run_id,
+                done.info.run_name,
+            )
+            return RunResult(dict(done.data.metrics), done.info.run_id, job.client.tracking_uri)
+        cfg = _resume_stopped(cfg, job, overrides, output_dir)
     # Before the heavy imports, so that a resume that cannot be done is refused at once.
     resume = prepare_resume(cfg, overrides, output_dir)
     cfg = resume.cfg if resume else cfg
@@ -65,7 +79,13 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     run_id, uri = joined_run(), tracking_uri(cfg)
     checkpoint_dir = resume.checkpoint_dir if resume else output_dir / "checkpoints"
     if run_id is None:  # rank zero: the one process that creates, ends and reports the run
-        client, run_id, uri = start_run(cfg, overrides, resume.run_id if resume else None)
+        client, run_id, uri = start_run(
+            cfg,
+            overrides,
+            resume.run_id if resume else None,
+            tags=job.tags() if job else None,
+            name=job.run_name(run_name(cfg)) if job else None,
+        )
         share_run(run_id)
         log.info("MLflow run %s (%s) in %s", run_id, run_name(cfg), uri)
         lifetime = run_status(client, run_id, checkpoint_dir / "last.ckpt")
@@ -105,7 +125,30 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
             kept = checkpoint.best_model_path if cfg.tracking.log_checkpoint else ""
             report_run(run, evaluator, kept, cfg.tracking)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics["val/acc_best"] = float(model.val_acc_best)  # of the best checkpoint, restored
     return RunResult(metrics, run_id, uri, model, data)
+
+
+def _resume_stopped(cfg: DictConfig, job, overrides: Sequence[str], output_dir: Path) -> DictConfig:
+    """``cfg`` set to resume this sweep's earlier, stopped try of the same job, where there is
+    one that can go on; else ``cfg`` as it is (the job starts anew)."""
+    from denselab.errors import ConfigError
+    from denselab.resume import prepare_resume
+    from denselab.sweep import config_hash
+
+    stopped = job.stopped_run(config_hash(cfg))
+    if stopped is None:
+        return cfg
+    resumed = cfg.copy()
+    with open_dict(resumed):
+        resumed.resume = stopped.info.run_id
+    try:
+        prepare_resume(resumed, overrides, output_dir)  # the same checks resume= makes
+    except ConfigError as err:
+        log.warning("Not continuing run %s (%s): this job starts anew", stopped.info.run_id, err)
+        return cfg
+    log.info("Continuing this job's stopped run %s from its checkpoint", stopped.info.run_id)
+    return resumed
 
 
 def prepare_data(cfg: DictConfig):
@@ -221,11 +264,22 @@ def main(cfg: DictConfig) -> Optional[float]:
     except DenselabError as err:
         log.error(str(err))
         if hydra_cfg.mode == RunMode.MULTIRUN:
+            if getattr(err, "run_id", None) is None:  # failed before its run existed
+                _record_failed_job(cfg, hydra_cfg.overrides.task, err)
             raise  # Hydra records the failed job, runs the others, and exits 1 at the end
         sys.exit(1)
-    # The return value is what a Hydra sweeper (e.g. Optuna) optimises; data whose test
-    # labels are all hidden has no test/acc.
-    return metrics.get("test/acc", metrics.get("val/acc_best"))
+    # What a Hydra sweeper (e.g. Optuna) optimises: a validation score, so that a search never
+    # tunes on the test set.
+    return metrics.get("val/acc_best")
+
+
+def _record_failed_job(cfg: DictConfig, overrides: Sequence[str], err: Exception) -> None:
+    from denselab.sweep import record_failed_job
+
+    try:
+        record_failed_job(cfg, overrides, err)
+    except Exception as failed:  # the job's own error is what matters; this is a courtesy
+        log.debug("The failed job was not recorded in the sweep: %s", failed)
 
 
 if __name__ == "__main__":

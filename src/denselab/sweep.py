@@ -1,0 +1,405 @@
+"""A sweep (``denselab-train -m ...``) as one thing in MLflow: a parent run and its jobs' runs.
+
+The process that launches the sweep (:class:`denselab.hydra_callbacks.SweepRun`) opens the
+parent run before the first job and leaves its id in the environment, where every launcher
+hands it on: joblib's workers and submitit's processes inherit it, SLURM's ``sbatch``
+exports it. Each job's run is then a child of it (tag ``mlflow.parentRunId``), named for the
+values that differ (``... lr=0.1 seed=1``). When the sweep ends, the parent gets the jobs'
+table, figures of the swept settings against ``val/acc_best``, the best job, and ends
+FINISHED when every job finished, FAILED otherwise.
+
+The same sweep command run again is the same sweep (its parent is found by ``sweep_key``, a
+hash of the command's overrides and the sweeper's settings): a job whose identical config
+(``config_hash``) already FINISHED in the experiment is not run again, and a job of this
+sweep that was stopped continues its own run from its checkpoint. ``tracking.skip_finished
+=false`` runs everything anew, under a new parent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shlex
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("denselab")
+
+SWEEP_ENV = "DENSELAB_SWEEP_RUN_ID"  # the parent run's id, for the jobs
+JOBS_ENV = "DENSELAB_JOBS_AT_ONCE"  # how many jobs share this machine's CPUs
+PARENT_TAG = "mlflow.parentRunId"
+KEY_TAG = "sweep_key"
+SWEPT_TAG = "swept"
+VALUES_TAG = "swept_values"
+CONFIG_TAG = "config_hash"
+ALSO_TAG = "also_in_sweeps"  # parents that reuse this FINISHED run as one of their jobs
+BEST_TAG = "best_in_sweep"
+
+
+# -- what a sweep is -------------------------------------------------------------------
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The settings a sweep varies: the command's sweep overrides (``seed=1,2``,
+    ``lr=range(...)``) and the sweeper's search space (``hydra.sweeper.params``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
+    space = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    return keys + [str(k) for k in space if str(k) not in keys]
+
+
+def sweep_key(config: DictConfig) -> str:
+    """What makes two commands the same sweep: the overrides and the sweeper's settings
+    (search space, trials, sampler seed), not the launcher that runs the jobs."""
+    sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
+    blob = json.dumps(
+        {"task": sorted(config.hydra.overrides.task), "sweeper": sweeper},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """What makes two runs the same run: the settings they are compared by (the run's
+    params), not where they are stored, how fast they train, or what they draw."""
+    from denselab.tracking import run_params
+
+    params = run_params(cfg)
+    for key in ("threads", "resume"):
+        params.pop(key, None)
+    blob = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def sweep_command() -> str:
+    program = Path(sys.argv[0]).name
+    if program in ("__main__.py", "train.py"):
+        program = "python -m denselab.train"
+    return " ".join([program, *map(shlex.quote, sys.argv[1:])])
+
+
+def jobs_at_once(config: DictConfig) -> int:
+    """How many of the sweep's jobs run side by side on this machine: joblib's ``n_jobs``
+    (-1: one per CPU), one for Hydra's basic launcher, SLURM and other machines."""
+    from denselab.threads import machine_cpus
+
+    target = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+    if "joblib" in target.lower():
+        n_jobs = int(OmegaConf.select(config, "hydra.launcher.n_jobs") or -1)
+        cpus = machine_cpus()
+        return max(1, n_jobs if n_jobs > 0 else cpus + 1 + n_jobs)
+    return 1
+
+
+# -- the launching process: the parent run ---------------------------------------------
+
+
+@dataclass
+class Sweep:
+    client: Any  # MlflowClient
+    parent_id: str
+    experiment_id: str
+    swept: list[str]
+    command: str
+    closed: bool = False
+
+
+def open_sweep(config: DictConfig) -> Sweep:
+    """The sweep's parent run, RUNNING: this sweep's own from an earlier try of the same
+    command, or a new one. Raises DenselabError when the store cannot be used."""
+    from mlflow.entities import RunStatus
+    from mlflow.tracking.context.registry import resolve_tags
+
+    from denselab.store import store_lock
+    from denselab.tracking import (
+        experiment_name,
+        get_or_create_experiment,
+        open_store,
+        tracking_uri,
+    )
+
+    uri = tracking_uri(config)
+    client = open_store(uri)
+    with store_lock(uri):
+        experiment_id = get_or_create_experiment(client, experiment_name(config))
+    swept, key, command = swept_keys(config), sweep_key(config), sweep_command()
+    earlier = None
+    if config.tracking.skip_finished:
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.{KEY_TAG} = '{key}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        earlier = found[0] if found else None
+    process = {"host": socket.gethostname(), "pid": str(os.getpid()), "command": command}
+    if earlier is not None:
+        parent_id = earlier.info.run_id
+        client.update_run(parent_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        for name, value in process.items():
+            client.set_tag(parent_id, name, value)
+        log.info("Sweep: continuing parent run %s (%s)", parent_id, earlier.info.run_name)
+    else:
+        tags = {
+            KEY_TAG: key,
+            SWEPT_TAG: ",".join(swept),
+            "sweep": "parent",
+            "dataset": str(config.data.name),
+            "launcher": str(OmegaConf.select(config, "hydra.launcher._target_") or ""),
+            "sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_") or ""),
+            "start_dir": str(Path.cwd()),
+            **process,
+        }
+        tags = resolve_tags(tags)  # MLflow's user and source, as fluent runs get
+        run = client.create_run(experiment_id, run_name=parent_name(config), tags=tags)
+        parent_id = run.info.run_id
+        log.info("Sweep: parent run %s in %s", parent_id, uri)
+    return Sweep(client, parent_id, experiment_id, swept, command)
+
+
+def parent_name(config: DictConfig) -> str:
+    """``digits sweep seed=1,2,3,4``: the experiment and what the command sweeps."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from denselab.tracking import experiment_name
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    swept = [o.input_line for o in parsed if o.is_sweep_override() and o.input_line]
+    space = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    swept += [str(k) for k in space]
+    return f"{experiment_name(config)} sweep {' '.join(swept)}".strip()[:250]
+
+
+def close_sweep(sweep: Sweep, stopped: bool = False) -> str:
+    """Summarise the jobs on the parent run and end it: FINISHED when every job did,
+    FAILED otherwise, KILLED when the sweep was ``stopped``. Returns the status."""
+    from mlflow.entities import RunStatus
+
+    from denselab import sweep_report
+
+    if sweep.closed:
+        return ""
+    sweep.closed = True
+    client, parent_id = sweep.client, sweep.parent_id
+    if stopped:  # a signal: seconds to leave, so no summary; the next try of the sweep makes it
+        client.set_terminated(parent_id, RunStatus.to_string(RunStatus.KILLED))
+        return "KILLED"
+    table = sweep_report.jobs_table(job_rows(sweep), sweep.swept)
+    client.log_dict(parent_id, _table_json(table), "tables/sweep_jobs.json")
+    client.log_text(parent_id, table.to_csv(index=False), "tables/sweep_jobs.csv")
+    for name, fig in sweep_report.figures(table, sweep.swept).items():
+        client.log_figure(parent_id, fig, f"figures/{name}.png", save_kwargs={"dpi": 100})
+    counts = sweep_report.status_counts(table)
+    for status in ("FINISHED", "FAILED", "KILLED", "RUNNING"):
+        client.log_metric(parent_id, f"jobs/{status.lower()}", counts.get(status, 0))
+    best = sweep_report.best_job(table)
+    if best is not None:
+        client.set_tag(parent_id, "best_run_id", best["run_id"])
+        client.set_tag(parent_id, "best_run_name", best["run_name"])
+        client.set_tag(best["run_id"], BEST_TAG, parent_id)
+        for metric in (sweep_report.OBJECTIVE, "test/acc"):
+            if best[metric] == best[metric]:  # not NaN
+                client.log_metric(parent_id, metric, float(best[metric]))
+    client.set_tag(
+        parent_id,
+        "mlflow.note.content",
+        sweep_report.description(table, sweep.swept, sweep.command),
+    )
+    status = sweep_report.sweep_status(table)
+    client.set_terminated(parent_id, status)
+    said = ", ".join(f"{n} {s}" for s, n in counts.items())
+    client.set_tag(parent_id, "jobs", said)
+    message = f"Sweep {status}: {len(table)} jobs ({said})"
+    if best is not None:
+        message += f"; best by val/acc_best: {best['run_name']} ({best['val/acc_best']:.4f})"
+    log.info(message)
+    return status
+
+
+def _table_json(table) -> dict:
+    # MLflow's table artifact format (what log_table writes), written whole: log_table
+    # would append to the table of an earlier try of the same sweep.
+    data = json.loads(table.to_json(orient="split", index=False))
+    return {"columns": data["columns"], "data": data["data"]}
+
+
+def _all_runs(client, experiment_id: str, filter_string: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def job_rows(sweep: Sweep) -> list[dict[str, Any]]:
+    """One row per job (config) of the sweep: its FINISHED run where it has one, else its
+    newest try."""
+    pid = sweep.parent_id
+    runs = _all_runs(sweep.client, sweep.experiment_id, f"tags.`{PARENT_TAG}` = '{pid}'")
+    runs += _all_runs(sweep.client, sweep.experiment_id, f"tags.{ALSO_TAG} LIKE '%{pid}%'")
+    chosen: dict[str, Any] = {}
+    for run in runs:
+        key = run.data.tags.get(CONFIG_TAG, run.info.run_id)
+        held = chosen.get(key)
+        if held is None or _rank(run) > _rank(held):
+            chosen[key] = run
+    return [_row(run, sweep) for run in chosen.values()]
+
+
+def _rank(run) -> tuple:
+    return (run.info.status == "FINISHED", run.info.start_time or 0)
+
+
+def _row(run, sweep: Sweep) -> dict[str, Any]:
+    tags, metrics = run.data.tags, run.data.metrics
+    values = json.loads(tags.get(VALUES_TAG, "{}"))
+    ended, started = run.info.end_time, run.info.start_time
+    nan = float("nan")
+    return {
+        "run_name": run.info.run_name,
+        **{key: values.get(key, run.data.params.get(key)) for key in sweep.swept},
+        "run_id": run.info.run_id,
+        "status": run.info.status,
+        "val/acc_best": metrics.get("val/acc_best", nan),
+        "test/acc": metrics.get("test/acc", nan),
+        "params_total": int(run.data.params.get("params_total", 0)) or None,
+        "duration_s": round((ended - started) / 1000, 1) if ended and started else None,
+        "reused": tags.get(PARENT_TAG) != sweep.parent_id,
+    }
+
+
+# -- a job's process: its run as a child ----------------------------------------------
+
+
+@dataclass
+class SweepJob:
+    """This job's place in a sweep: the parent, and the swept values it runs with."""
+
+    client: Any
+    parent_id: str
+    experiment_id: str
+    values: dict[str, str]
+    skip_finished: bool
+
+    def run_name(self, base: str) -> str:
+        from denselab.sweep_report import short_value
+
+        said = " ".join(f"{k.split('.')[-1]}={short_value(v)}" for k, v in self.values.items())
+        return f"{base} {said}".strip()
+
+    def tags(self) -> dict[str, str]:
+        return {PARENT_TAG: self.parent_id, VALUES_TAG: json.dumps(self.values)}
+
+    def finished_run(self, fingerprint: str):
+        """A FINISHED run of the same config in the experiment, the newest; None if none
+        (or when the sweep runs everything anew)."""
+        if not self.skip_finished:
+            return None
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.{CONFIG_TAG} = '{fingerprint}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return found[0] if found else None
+
+    def stopped_run(self, fingerprint: str):
+        """This sweep's own earlier try of the same config that was stopped (KILLED, or
+        RUNNING with its process gone) and can go on from its checkpoint; None otherwise.
+        A FAILED try is run anew: going on from it would likely fail the same way."""
+        from denselab.resume import process_alive
+
+        if not self.skip_finished:
+            return None
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.{CONFIG_TAG} = '{fingerprint}' and tags.`{PARENT_TAG}` = '{self.parent_id}'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            return None
+        run = found[0]
+        if run.info.status == "KILLED" or (
+            run.info.status == "RUNNING" and process_alive(run) is False
+        ):
+            return run
+        return None
+
+    def reuse(self, run) -> None:
+        """Count the FINISHED ``run`` as this sweep's job without running it again."""
+        tags = run.data.tags
+        if tags.get(PARENT_TAG) == self.parent_id:
+            return
+        parents = [p for p in tags.get(ALSO_TAG, "").split(",") if p]
+        if self.parent_id not in parents:
+            self.client.set_tag(run.info.run_id, ALSO_TAG, ",".join([*parents, self.parent_id]))
+
+
+def sweep_job(cfg: DictConfig, overrides: Sequence[str]) -> Optional[SweepJob]:
+    """This job's :class:`SweepJob` inside a sweep; None in a single run, or when the parent
+    is not in this job's store (a swept tracking.uri)."""
+    from mlflow.exceptions import MlflowException
+
+    from denselab.tracking import open_store, tracking_uri
+
+    parent_id = os.environ.get(SWEEP_ENV)
+    if not parent_id:
+        return None
+    client = open_store(tracking_uri(cfg))
+    try:
+        parent = client.get_run(parent_id)
+    except MlflowException:
+        log.warning("Sweep parent run %s is not in this job's store: a run of its own", parent_id)
+        return None
+    swept = [k for k in parent.data.tags.get(SWEPT_TAG, "").split(",") if k]
+    return SweepJob(
+        client,
+        parent_id,
+        parent.info.experiment_id,
+        swept_values(swept, overrides),
+        bool(cfg.tracking.skip_finished),
+    )
+
+
+def swept_values(swept: Sequence[str], overrides: Sequence[str]) -> dict[str, str]:
+    """The job's value of each swept setting, as its override says it (``lr=0.1``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    given = {o.key_or_group: o.get_value_element_as_str() for o in parsed}
+    return {key: given[key] for key in swept if key in given}
+
+
+def record_failed_job(cfg: DictConfig, overrides: Sequence[str], error: BaseException) -> None:
+    """A job that failed before its run existed (a swept value out of range): a FAILED
+    child with the reason, so that the sweep's table shows it."""
+    from mlflow.entities import RunStatus
+
+    from denselab.errors import first_line
+    from denselab.tracking import run_name
+
+    job = sweep_job(cfg, overrides)
+    if job is None:
+        return
+    tags = {**job.tags(), "error": f"{type(error).__name__}: {first_line(error)}"[:5000]}
+    tags[CONFIG_TAG] = config_hash(cfg)
+    tags["overrides"] = " ".join(overrides)
+    run = job.client.create_run(job.experiment_id, run_name=job.run_name(run_name(cfg)), tags=tags)
+    job.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
