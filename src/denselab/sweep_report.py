@@ -63,10 +63,10 @@ def _numeric(values: pd.Series) -> Optional[np.ndarray]:
 
 def _positions(values: pd.Series) -> tuple[np.ndarray, Optional[list[str]], bool]:
     """Where each value goes on an axis: numbers as they are (log scale when positive and
-    spread over more than a decade), anything else as evenly spaced categories."""
+    spread over more than two decades), anything else as evenly spaced categories."""
     numbers = _numeric(values)
     if numbers is not None:
-        log = bool((numbers > 0).all() and numbers.max() / numbers.min() > 10)
+        log = bool((numbers > 0).all() and numbers.max() / numbers.min() > 100)
         return numbers, None, log
     labels = sorted({str(v) for v in values})
     return np.array([labels.index(str(v)) for v in values], dtype=float), labels, False
@@ -74,6 +74,7 @@ def _positions(values: pd.Series) -> tuple[np.ndarray, Optional[list[str]], bool
 
 def by_setting(table: pd.DataFrame, swept: Sequence[str]) -> Figure:
     """One panel per swept setting: its value against ``val/acc_best``, FINISHED jobs."""
+    import matplotlib as mpl
     done = table[table[OBJECTIVE].notna()]
     n = max(1, len(swept))
     fig = Figure(figsize=(4.2 * n, 3.6), layout="constrained")
@@ -85,6 +86,7 @@ def by_setting(table: pd.DataFrame, swept: Sequence[str]) -> Figure:
             ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
         if log:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
         ax.set_xlabel(key)
         ax.set_ylabel(OBJECTIVE if i == 0 else "")
         ax.grid(alpha=0.3)

@@ -1,0 +1,190 @@
+"""Sweeps end to end, with the real console script: a parent run per multirun and its jobs
+as children, the summary, reruns that finish rather than redo, Optuna, and bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from denselab.threads import machine_cpus
+from helpers import run_cli, start_cli, stop_and_time, wait_for_file
+
+pytestmark = pytest.mark.slow
+
+FAST = [
+    "data=digits",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "callbacks=none",
+]
+
+
+def store(tmp_path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+
+
+def sweep_runs(client: MlflowClient, experiment: str = "digits"):
+    """(parents, children) of the experiment."""
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id]) if found else []
+    parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def table_of(client: MlflowClient, run_id: str, tmp_path) -> list[dict]:
+    path = client.download_artifacts(run_id, "tables/sweep_jobs.json", str(tmp_path))
+    data = json.loads(open(path).read())
+    return [dict(zip(data["columns"], row)) for row in data["data"]]
+
+
+def most_at_once(runs) -> int:
+    events = sorted(
+        [(r.info.start_time, 1) for r in runs] + [(r.info.end_time, -1) for r in runs],
+        key=lambda e: (e[0], e[1]),
+    )
+    running = most = 0
+    for _, change in events:
+        running += change
+        most = max(most, running)
+    return most
+
+
+def said(result) -> str:
+    return result.stdout[-4000:] + result.stderr[-4000:]
+
+
+def test_parallel_sweep_is_one_parent_with_its_children_and_a_rerun_runs_nothing_new(tmp_path):
+    command = ["-m", "hydra/launcher=parallel", "seed=1,2,3,4", *FAST]
+    first = run_cli(command, tmp_path)
+    assert first.returncode == 0, said(first)
+    client = store(tmp_path)
+    (parent,), children = sweep_runs(client)
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    # Names say what differs; the seed is the swept setting.
+    assert sorted(c.info.run_name for c in children) == [
+        f"digits-mlp[128]-sgd seed={s}" for s in (1, 2, 3, 4)
+    ]
+    # As many jobs at once as there are CPUs (the preset's default), and no more.
+    assert most_at_once(children) == min(4, machine_cpus())
+
+    rows = table_of(client, parent.info.run_id, tmp_path)
+    assert sorted(r["seed"] for r in rows) == ["1", "2", "3", "4"]
+    assert all(r["status"] == "FINISHED" and r["params_total"] == 9610 for r in rows)
+    best = max(children, key=lambda c: c.data.metrics["val/acc_best"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert best.data.tags.get("best_in_sweep") == parent.info.run_id
+    assert parent.data.metrics["val/acc_best"] == best.data.metrics["val/acc_best"]
+    assert parent.data.metrics["jobs/finished"] == 4
+    figures = [a.path for a in client.list_artifacts(parent.info.run_id, "figures")]
+    assert figures == ["figures/sweep_by_setting.png"]
+    assert "hydra/launcher=parallel seed=1,2,3,4" in parent.data.tags["command"]
+    assert "4 FINISHED" in parent.data.tags["mlflow.note.content"]
+
+    again = run_cli(command, tmp_path)
+    assert again.returncode == 0, said(again)
+    assert said(again).count("Skipped: the same config FINISHED") == 4
+    (parent_again,), children_again = sweep_runs(client)
+    assert parent_again.info.run_id == parent.info.run_id
+    assert parent_again.info.status == "FINISHED"
+    assert {c.info.run_id for c in children_again} == {c.info.run_id for c in children}
+
+
+def test_a_failing_job_does_not_stop_the_others_and_the_summary_shows_it(tmp_path):
+    result = run_cli(["-m", "optimizer.lr=0.1,-1,0.05", *FAST], tmp_path)
+    assert result.returncode == 1, said(result)
+    assert "optimizer.lr=-1" in said(result)
+    client = store(tmp_path)
+    (parent,), children = sweep_runs(client)
+    by_lr = {json.loads(c.data.tags["swept_values"])["optimizer.lr"]: c for c in children}
+    assert by_lr["0.1"].info.status == by_lr["0.05"].info.status == "FINISHED"
+    assert by_lr["-1"].info.status == "FAILED"
+    assert "optimizer.lr" in by_lr["-1"].data.tags["error"]
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["jobs"] == "1 FAILED, 2 FINISHED"
+    rows = table_of(client, parent.info.run_id, tmp_path)
+    assert sorted(r["status"] for r in rows) == ["FAILED", "FINISHED", "FINISHED"]
+
+
+def test_a_stopped_sweep_ends_killed_and_running_it_again_finishes_the_same_runs(tmp_path):
+    command = ["-m", "seed=1", "trainer.max_epochs=25", *FAST[2:], "data=digits"]
+    proc = start_cli(command, tmp_path)
+    try:
+        wait_for_file("multirun/*/*/0/checkpoints/last.ckpt", tmp_path, proc)
+        output, _ = stop_and_time(proc, signal.SIGTERM)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, output[-3000:]
+    client = store(tmp_path)
+    (parent,), (child,) = sweep_runs(client)
+    assert parent.info.status == "KILLED" and child.info.status == "KILLED"
+
+    again = run_cli(command, tmp_path)
+    assert again.returncode == 0, said(again)
+    assert f"Continuing this job's stopped run {child.info.run_id}" in said(again)
+    (parent_again,), (child_again,) = sweep_runs(client)
+    assert parent_again.info.run_id == parent.info.run_id
+    assert child_again.info.run_id == child.info.run_id
+    assert parent_again.info.status == child_again.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(child.info.run_id, "val/acc")]
+    assert sorted(steps) == list(range(25))  # every epoch once, before the stop and after
+
+
+def test_optuna_search_names_the_best_child_by_validation(tmp_path):
+    result = run_cli(
+        ["-m", "hydra/sweeper=optuna", "hparams_search=mlp", "hydra.sweeper.n_trials=4", *FAST],
+        tmp_path,
+    )
+    assert result.returncode == 0, said(result)
+    client = store(tmp_path)
+    (parent,), children = sweep_runs(client)
+    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    best = max(children, key=lambda c: c.data.metrics["val/acc_best"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    written = next(tmp_path.glob("multirun/*/*/optimization_results.yaml"))
+    results = yaml.safe_load(written.read_text())
+    # Optuna maximised what the jobs returned: val/acc_best, never the test score.
+    assert results["best_value"] == pytest.approx(best.data.metrics["val/acc_best"], abs=1e-6)
+    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
+    assert figures == {"figures/sweep_by_setting.png", "figures/sweep_parallel.png"}
+
+
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        (["hydra/launcher=nosuch", "seed=1,2"], "Could not find 'hydra/launcher/nosuch'"),
+        (["hydra/sweeper=nosuch", "seed=1,2"], "Could not find 'hydra/sweeper/nosuch'"),
+        (
+            ["hparams_search=mlp", "hydra.sweeper.params.optimizer.lr=interval(0.1"],
+            "no viable alternative at input 'interval(0.1'",
+        ),
+        (["tracking.uri=http://127.0.0.1:9", "seed=1,2"], "No MLflow server answers at"),
+    ],
+    ids=["launcher", "sweeper", "search-space", "server"],
+)
+def test_bad_sweeps_say_why_in_one_sentence_and_leave_nothing_running(tmp_path, overrides, says):
+    result = run_cli(["-m", *overrides, *FAST], tmp_path)
+    assert result.returncode != 0
+    assert says in said(result)
+    assert "Traceback" not in said(result)
+    db = tmp_path / "mlruns" / "mlflow.db"
+    if db.exists():
+        parents, children = sweep_runs(store(tmp_path))
+        assert not parents and not children
+
+
+def test_a_search_space_optuna_refuses_leaves_its_parent_failed_not_running(tmp_path):
+    result = run_cli(
+        ["-m", "hparams_search=mlp", "hydra.sweeper.params.model.dropout=interval(0.5,0.1)",
+         "hydra.sweeper.n_trials=1", *FAST],
+        tmp_path,
+    )
+    assert result.returncode != 0
+    parents, _ = sweep_runs(store(tmp_path))
+    assert [p.info.status for p in parents] in ([], ["FAILED"])

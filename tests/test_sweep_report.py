@@ -1,0 +1,160 @@
+"""A sweep's summary (denselab.sweep_report) and what makes a sweep or a job the same
+(denselab.sweep), without MLflow or a launcher."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from denselab import sweep, sweep_report
+from denselab.config import register_schemas
+from denselab.threads import cpu_threads, machine_cpus
+
+
+def rows(*specs):
+    made = []
+    for i, (lr, status, val) in enumerate(specs):
+        made.append(
+            {
+                "run_name": f"job {i}",
+                "optimizer.lr": lr,
+                "run_id": f"r{i}",
+                "status": status,
+                "val/acc_best": val,
+                "test/acc": val - 0.01 if val == val else val,
+                "params_total": 101,
+                "duration_s": 3.0,
+                "reused": False,
+            }
+        )
+    return made
+
+
+def test_table_ranks_jobs_by_validation_and_the_best_is_a_finished_one():
+    nan = float("nan")
+    table = sweep_report.jobs_table(
+        rows(("0.1", "FINISHED", 0.80), ("0.01", "FAILED", nan), ("1.0", "KILLED", 0.95),
+             ("0.3", "FINISHED", 0.90)),
+        ["optimizer.lr"],
+    )
+    assert list(table.columns[:2]) == ["run_name", "optimizer.lr"]
+    assert list(table["val/acc_best"][:3]) == [0.95, 0.90, 0.80]
+    assert math.isnan(table["val/acc_best"].iloc[3])
+    best = sweep_report.best_job(table)
+    assert best["run_id"] == "r3"  # the KILLED job scored higher, but never finished
+    assert sweep_report.status_counts(table) == {"FAILED": 1, "FINISHED": 2, "KILLED": 1}
+    assert sweep_report.sweep_status(table) == "FAILED"
+
+
+def test_a_sweep_finishes_only_when_every_job_did():
+    table = sweep_report.jobs_table(
+        rows(("0.1", "FINISHED", 0.8), ("0.2", "FINISHED", 0.7)), ["optimizer.lr"]
+    )
+    assert sweep_report.sweep_status(table) == "FINISHED"
+    empty = sweep_report.jobs_table([], ["optimizer.lr"])
+    assert sweep_report.sweep_status(empty) == "FAILED"
+    assert sweep_report.best_job(empty) is None
+
+
+def test_figures_one_panel_per_setting_and_parallel_coordinates_from_three():
+    base = rows(("0.001", "FINISHED", 0.5), ("0.1", "FINISHED", 0.9), ("0.5", "FINISHED", 0.7))
+    for row, size, drop in zip(base, ("[64]", "[128]", "[64]"), (0.0, 0.2, 0.4)):
+        row["model.hidden_sizes"], row["model.dropout"] = size, drop
+    two = sweep_report.figures(sweep_report.jobs_table(base, ["optimizer.lr", "model.dropout"]),
+                               ["optimizer.lr", "model.dropout"])
+    assert list(two) == ["sweep_by_setting"]
+    assert len(two["sweep_by_setting"].axes) == 2
+    three_keys = ["optimizer.lr", "model.hidden_sizes", "model.dropout"]
+    three = sweep_report.figures(sweep_report.jobs_table(base, three_keys), three_keys)
+    assert list(three) == ["sweep_by_setting", "sweep_parallel"]
+    assert three["sweep_by_setting"].axes[0].get_xscale() == "log"  # 0.001 .. 0.5
+    assert three["sweep_by_setting"].axes[2].get_xscale() == "linear"
+    assert sweep_report.figures(sweep_report.jobs_table(base, []), []) == {}
+
+
+def test_description_names_the_command_counts_and_best():
+    table = sweep_report.jobs_table(
+        rows(("0.1", "FINISHED", 0.8), ("0.2", "FAILED", float("nan"))), ["optimizer.lr"]
+    )
+    command = "denselab-train -m optimizer.lr=0.1,0.2"
+    text = sweep_report.description(table, ["optimizer.lr"], command)
+    assert "`denselab-train -m optimizer.lr=0.1,0.2`" in text
+    assert "1 FAILED, 1 FINISHED" in text
+    assert "**Best by val/acc_best**: job 0 (0.8000)" in text
+    assert "| job 0 | 0.1 | FINISHED | 0.8000 | 0.7900 |" in text
+
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [("0.010253509690168494", "0.0103"), ("1", "1"), ("[256,128]", "[256,128]"), ("1e-05", "1e-05"),
+     (0.5, "0.5"), ("adam", "adam")],
+)
+def test_short_values_in_run_names(value, shown):
+    assert sweep_report.short_value(value) == shown
+
+
+def sweep_config(overrides, hydra_overrides=()):
+    """The config a sweep's Hydra callbacks get: composed without the sweep overrides
+    (Hydra leaves them to the sweeper), which ``hydra.overrides.task`` still lists."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    register_schemas()
+    with initialize_config_module(config_module="denselab.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[*hydra_overrides, *fixed], return_hydra_config=True)
+    cfg.hydra.overrides.task = list(overrides)
+    return cfg
+
+
+def test_swept_keys_come_from_sweep_overrides_and_the_search_space():
+    cfg = sweep_config(["data=digits", "optimizer.lr=0.1,0.01", "seed=range(3)"])
+    assert sweep.swept_keys(cfg) == ["optimizer.lr", "seed"]
+    search = sweep_config(["data=digits", "hparams_search=mlp"])
+    assert sweep.swept_keys(search) == ["optimizer.lr", "model.hidden_sizes", "model.dropout"]
+    assert search.hydra.sweeper.direction == "maximize"  # val/acc_best is to be maximised
+
+
+def test_the_same_command_is_the_same_sweep_whatever_launches_it():
+    one = sweep_config(["data=digits", "seed=1,2"])
+    again = sweep_config(["seed=1,2", "data=digits"], ["hydra/launcher=parallel"])
+    other = sweep_config(["data=digits", "seed=1,2,3"])
+    assert sweep.sweep_key(one) == sweep.sweep_key(again)
+    assert sweep.sweep_key(one) != sweep.sweep_key(other)
+
+
+def test_config_hash_ignores_speed_and_storage_not_what_is_trained(compose_cfg):
+    base = sweep.config_hash(compose_cfg(["data=digits"]))
+    assert sweep.config_hash(compose_cfg(["data=digits", "threads=2"])) == base
+    assert sweep.config_hash(compose_cfg(["data=digits", "tracking.uri=sqlite:////x.db"])) == base
+    assert sweep.config_hash(compose_cfg(["data=digits", "callbacks=none"])) == base
+    assert sweep.config_hash(compose_cfg(["data=digits", "optimizer.lr=0.5"])) != base
+    assert sweep.config_hash(compose_cfg(["data=digits", "seed=1"])) != base
+
+
+def test_swept_values_are_the_jobs_overrides_as_typed():
+    values = sweep.swept_values(
+        ["optimizer.lr", "model.hidden_sizes"],
+        ["data=digits", "optimizer.lr=0.1", "model.hidden_sizes=[256,128]"],
+    )
+    assert values == {"optimizer.lr": "0.1", "model.hidden_sizes": "[256,128]"}
+
+
+def test_parallel_jobs_share_the_cpus_as_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv(sweep.JOBS_ENV, str(machine_cpus()))
+    assert cpu_threads() == 1
+    monkeypatch.setenv(sweep.JOBS_ENV, "1")
+    assert cpu_threads() == machine_cpus()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cpu_threads() == 3
+
+
+def test_jobs_at_once_follows_the_launcher():
+    assert sweep.jobs_at_once(sweep_config(["seed=1,2"])) == 1
+    parallel = sweep_config(["seed=1,2"], ["hydra/launcher=parallel"])
+    assert sweep.jobs_at_once(parallel) == machine_cpus()
+    two = sweep_config(["seed=1,2"], ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"])
+    assert sweep.jobs_at_once(two) == 2
