@@ -100,3 +100,30 @@ def test_the_training_order_goes_on_from_a_saved_state():
     resumed.load_state_dict(state)
     assert first_batch(resumed) == expected
     assert first_batch(module()) != expected  # the state matters: epoch 0's order differs
+
+
+HANDED_ON = """
+import os, signal, sys
+from pathlib import Path
+from denselab.lifecycle import stop_on_signals
+
+marker = Path(sys.argv[1])
+# What submitit does in a SLURM job before the task starts: its own SIGUSR1 handler.
+signal.signal(signal.SIGUSR1, lambda signum, frame: marker.write_text("requeued"))
+with stop_on_signals():
+    os.kill(os.getpid(), signal.SIGUSR1)
+    signal.pause()
+"""
+
+
+def test_time_limit_signal_is_handed_on_to_the_schedulers_handler(tmp_path):
+    import subprocess
+    import sys
+
+    marker = tmp_path / "marker"
+    done = subprocess.run(
+        [sys.executable, "-c", HANDED_ON, str(marker)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 128 + signal.SIGUSR1, done.stderr
+    assert marker.read_text() == "requeued"
+    assert "Stopped by SIGUSR1 before the MLflow run was created." in done.stderr

@@ -7,6 +7,11 @@ resumed run continues from is ``last.ckpt`` of the last completed epoch, which
 :class:`denselab.checkpoints.RunCheckpoint` writes atomically at every epoch's end; the
 unfinished epoch is trained again, in the same order, on resume.
 
+Under a scheduler that set its own SIGUSR1 handler before ours (submitit, for
+``hydra/launcher=slurm``), SIGUSR1 is handed on to it once the run has ended: submitit then
+requeues the job, and the requeued job continues the same run from its checkpoint
+(:mod:`denselab.sweep`).
+
 The signal handler raises at once, wherever the main thread is, so that a process blocked on a
 tracking server that does not answer still ends; the run then has GRACE_S seconds to record
 KILLED before the process leaves without it.
@@ -94,6 +99,21 @@ class _StopHandler:
         raise RunStopped(signum)
 
 
+def _pass_on_time_limit(scheduler_handler: Any) -> None:
+    """Hand SIGUSR1 on to the handler that was there before ours, once the run has ended
+    KILLED and resumable: under submitit (hydra/launcher=slurm) that is submitit's, which
+    requeues the job; the requeued job finds this run stopped and continues it from its
+    last checkpoint (denselab.sweep). Anything it raises only means: no requeue."""
+    if not callable(scheduler_handler) or scheduler_handler is signal.default_int_handler:
+        return
+    log.info("Handing SIGUSR1 on to the scheduler's handler (submitit: requeue the job)")
+    try:
+        scheduler_handler(signal.SIGUSR1, None)
+    except BaseException as err:  # submitit leaves by SystemExit, or says why it did not requeue
+        if not isinstance(err, SystemExit):
+            log.warning("The job was not requeued: %s", err)
+
+
 def _leave_now(signum: int) -> None:
     # Runs on the watchdog thread when ending the run took too long, typically a tracking
     # server that does not answer: the run may still show RUNNING there; resume takes it over.
@@ -123,6 +143,10 @@ def stop_on_signals() -> Iterator[None]:
         for hook in _stop_hooks:
             with contextlib.suppress(Exception):
                 hook(stop.signum)
+        if stop.signum == signal.SIGUSR1:
+            if handler.watchdog is not None:
+                handler.watchdog.cancel()  # the run has ended; the requeue has its own timeout
+            _pass_on_time_limit(previous.get(signal.SIGUSR1))
         # Leave now: the run is ended and its checkpoint on disk, and the interpreter's own
         # shutdown (atexit hooks, freeing torch and MLflow) can take seconds on a busy machine.
         logging.shutdown()
