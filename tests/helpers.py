@@ -112,13 +112,17 @@ def mlflow_server(
     timeout: float = 120,
     backend_store_uri: Optional[str] = None,
     artifacts_destination: Optional[Path] = None,
+    port: int = 0,
+    allowed_hosts: Optional[str] = None,
 ) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 (see :func:`start_mlflow_server`); yields its URL."""
     proc, url = start_mlflow_server(
         folder,
+        port=port,
         timeout=timeout,
         backend_store_uri=backend_store_uri,
         artifacts_destination=artifacts_destination,
+        allowed_hosts=allowed_hosts,
     )
     try:
         yield url
@@ -361,10 +365,12 @@ def start_mlflow_server(
     timeout: float = 120,
     backend_store_uri: Optional[str] = None,
     artifacts_destination: Optional[Path] = None,
+    allowed_hosts: Optional[str] = None,
 ):
     """A real `mlflow server` that serves its artifacts; by default over a sqlite store and
-    an artifact folder in ``folder`` (kept between restarts). Returns (process, url) once it
-    answers. Stop it with os.killpg(proc.pid, ...)."""
+    an artifact folder in ``folder`` (kept between restarts), answering requests addressed
+    to localhost and private IPs (MLflow's default; ``allowed_hosts``: its --allowed-hosts).
+    Returns (process, url) once it answers. Stop it with os.killpg(proc.pid, ...)."""
     import requests
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -388,6 +394,7 @@ def start_mlflow_server(
             # One worker: the default four import MLflow four times over on a small machine.
             "--workers",
             "1",
+            *(["--allowed-hosts", allowed_hosts] if allowed_hosts else []),
         ],
         cwd=folder,
         stdout=log,

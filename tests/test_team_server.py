@@ -26,12 +26,17 @@ class TeamServer(NamedTuple):
 @pytest.fixture(scope="module")
 def team_server(tmp_path_factory) -> Iterator[TeamServer]:
     """One PostgreSQL and one MLflow server for the whole module: starting them costs ~15 s.
-    Each test logs to an experiment of its own, so tests (and parallel jobs) share it."""
+    Each test logs to an experiment of its own, so tests (and parallel jobs) share it. As a
+    team's server would, it answers only requests addressed to the name its users use."""
     folder = tmp_path_factory.mktemp("team")
-    artifacts = folder / "art"
+    artifacts, port = folder / "art", free_port()
     with postgres_server(folder) as store_uri:
         with mlflow_server(
-            folder, backend_store_uri=store_uri, artifacts_destination=artifacts
+            folder,
+            backend_store_uri=store_uri,
+            artifacts_destination=artifacts,
+            port=port,
+            allowed_hosts=f"127.0.0.1:{port}",
         ) as url:
             yield TeamServer(url, store_uri, artifacts)
 
@@ -76,6 +81,20 @@ def test_a_run_logs_to_the_team_server_and_its_artifacts_come_back(
     assert not (work / "mlruns").exists()
 
 
+def test_a_server_that_refuses_the_host_name_says_how_to_allow_it(team_server, tmp_path):
+    # /health answers whatever the name; every other call is refused with a 403.
+    uri = team_server.url.replace("127.0.0.1", "localhost")
+    host = uri.split("//", 1)[1]
+    result = run_cli(["data=digits", f"tracking.uri={uri}"], tmp_path, timeout=120)
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert result.returncode == 1 and len(errors) == 1, output[-3000:]
+    assert f"refuses requests addressed to {host}" in errors[0]
+    assert f"start it with `--allowed-hosts {host}`" in errors[0]
+    assert "Traceback" not in output
+    print(errors[0])
+
+
 @pytest.mark.parametrize(
     "uri, sentence",
     [
@@ -96,6 +115,7 @@ def test_a_store_that_does_not_answer_ends_the_run_in_one_sentence_at_once(
     seconds = time.monotonic() - start
     output = result.stdout + result.stderr
     print(f"{uri}: exit {result.returncode} after {seconds:.1f} s")
+    print(output.strip().splitlines()[-1])
 
     assert result.returncode == 1, output[-3000:]
     errors = [line for line in output.splitlines() if "[ERROR]" in line]

@@ -104,6 +104,8 @@ def open_store(uri: str) -> MlflowClient:
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)
     except (MlflowException, SQLAlchemyError) as err:
+        if "Invalid Host header" in str(err):
+            raise TrackingError(_host_refused(uri)) from None
         raise TrackingError(
             f"The MLflow store at {shown_uri(uri)} cannot be used ({first_line(err)}); check "
             "tracking.uri, or leave it unset to use ./mlruns."
@@ -149,6 +151,20 @@ def _check_server(uri: str) -> None:
             f"No MLflow server answers at {uri} ({type(err).__name__}); start one with "
             "`make ui` or `mlflow server`, or leave tracking.uri unset to use ./mlruns."
         ) from None
+
+
+def _host_refused(uri: str) -> str:
+    """MLflow 3's server answers only requests addressed to localhost or a private IP unless
+    told otherwise (its guard against DNS rebinding): /health passes, every call fails."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    return (
+        f"The MLflow server at {uri} refuses requests addressed to {host} (MLflow's guard "
+        f"against DNS rebinding); start it with `--allowed-hosts {host}` (several names "
+        "comma-separated), or address it by a name it allows."
+    )
 
 
 # Seconds one connection attempt to a database server may take (libpq's connect_timeout).
