@@ -400,6 +400,9 @@ def start_mlflow_server(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # No job runner: its seven huey consumers (GenAI jobs denselab never submits) import
+        # MLflow seven times over at start and hold up the stop by seconds on a small machine.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     log.close()  # the server holds its own copy of the file
     url = f"http://127.0.0.1:{port}"
