@@ -1,4 +1,5 @@
-"""Small datasets in the exact real file formats, and a local HTTP server to serve them."""
+"""Small datasets in the exact real file formats, a local HTTP server to serve them, and the
+real servers runs talk to: `mlflow server`, PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,18 +8,22 @@ import gzip
 import hashlib
 import http.server
 import os
+import shlex
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
+import pytest
 from PIL import Image
 
 MNIST_FILES = (
@@ -102,14 +107,32 @@ def serve(folder: Path, cut_off: bool = False) -> Iterator[str]:
 
 
 @contextmanager
-def mlflow_server(folder: Path, timeout: float = 120) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 over a sqlite store in ``folder``; yields its URL."""
-    proc, url = start_mlflow_server(folder, timeout=timeout)
+def mlflow_server(
+    folder: Path,
+    timeout: float = 120,
+    backend_store_uri: Optional[str] = None,
+    artifacts_destination: Optional[Path] = None,
+    port: int = 0,
+    allowed_hosts: Optional[str] = None,
+) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1 (see :func:`start_mlflow_server`); yields its URL."""
+    proc, url = start_mlflow_server(
+        folder,
+        port=port,
+        timeout=timeout,
+        backend_store_uri=backend_store_uri,
+        artifacts_destination=artifacts_destination,
+        allowed_hosts=allowed_hosts,
+    )
     try:
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def console_script(name: str = "denselab-train") -> str:
@@ -336,16 +359,26 @@ def stop_and_time(proc: subprocess.Popen, signum: int, timeout: float = 120) -> 
     return output, time.monotonic() - start
 
 
-def start_mlflow_server(folder: Path, port: int = 0, timeout: float = 120):
-    """A real `mlflow server` over a sqlite store in ``folder`` (kept between restarts);
-    returns (process, url) once it answers. Stop it with os.killpg(proc.pid, ...)."""
+def start_mlflow_server(
+    folder: Path,
+    port: int = 0,
+    timeout: float = 120,
+    backend_store_uri: Optional[str] = None,
+    artifacts_destination: Optional[Path] = None,
+    allowed_hosts: Optional[str] = None,
+):
+    """A real `mlflow server` that serves its artifacts; by default over a sqlite store and
+    an artifact folder in ``folder`` (kept between restarts), answering requests addressed
+    to localhost and private IPs (MLflow's default; ``allowed_hosts``: its --allowed-hosts).
+    Returns (process, url) once it answers. Stop it with os.killpg(proc.pid, ...)."""
     import requests
 
     folder.mkdir(parents=True, exist_ok=True)
-    if not port:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+    port = port or free_port()
+    backend_store_uri = backend_store_uri or f"sqlite:///{folder / 'mlflow.db'}"
+    artifacts_destination = artifacts_destination or folder / "artifacts"
+    # Appended to, not replaced: a restarted server's log follows the first one's.
+    log = open(folder / "server.log", "ab")
     proc = subprocess.Popen(
         [
             console_script("mlflow"),
@@ -355,18 +388,23 @@ def start_mlflow_server(folder: Path, port: int = 0, timeout: float = 120):
             "--port",
             str(port),
             "--backend-store-uri",
-            f"sqlite:///{folder / 'mlflow.db'}",
+            backend_store_uri,
             "--artifacts-destination",
-            str(folder / "artifacts"),
+            str(artifacts_destination),
             # One worker: the default four import MLflow four times over on a small machine.
             "--workers",
             "1",
+            *(["--allowed-hosts", allowed_hosts] if allowed_hosts else []),
         ],
         cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
+        # No job runner: its seven huey consumers (GenAI jobs denselab never submits) import
+        # MLflow seven times over at start and hold up the stop by seconds on a small machine.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
+    log.close()  # the server holds its own copy of the file
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while True:
@@ -377,10 +415,104 @@ def start_mlflow_server(folder: Path, port: int = 0, timeout: float = 120):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
-            raise RuntimeError(f"mlflow server did not start on port {port}")
+            proc.wait(timeout=30)
+            tail = (folder / "server.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"mlflow server did not start on port {port}:\n{tail}")
         time.sleep(0.5)
 
 
 def metric_steps(client, run_id: str, key: str) -> list[int]:
     """The steps of a metric's history, in logging order (repeats and gaps show)."""
     return [m.step for m in client.get_metric_history(run_id, key)]
+
+
+# -- a team's tracking store: a real PostgreSQL ------------------------------------------
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PG_USER = "mlflow"
+
+
+@contextmanager
+def postgres_server(folder: Path, database: str = "mlflowdb", timeout: float = 60) -> Iterator[str]:
+    """A real PostgreSQL 15 on 127.0.0.1 at a free port, holding one empty database; yields
+    its ``postgresql+psycopg://`` URI and always stops the server. Its log is copied to
+    ``folder/postgres.log``. Skips the test where the server binaries are missing."""
+    postgres_or_skip()
+    folder.mkdir(parents=True, exist_ok=True)
+    # The cluster gets a short folder of its own: a unix socket's path must fit in 107 bytes,
+    # and the postgres user (initdb refuses root) cannot enter pytest's 0700 temp folders.
+    root = Path(tempfile.mkdtemp(prefix="denselab-pg-"))
+    try:
+        port = free_port()
+        try:
+            _start_postgres(root, port, database, timeout)
+            yield f"postgresql+psycopg://{PG_USER}@127.0.0.1:{port}/{database}"
+        finally:
+            _stop_postgres(root / "data", timeout)
+    finally:
+        if (root / "postgres.log").is_file():
+            shutil.copyfile(root / "postgres.log", folder / "postgres.log")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def postgres_or_skip() -> None:
+    if (PG_BIN / "initdb").is_file():
+        return
+    if os.environ.get("CI"):
+        pytest.fail("CI must install Debian's postgresql-15 (see .ci/run).")
+    pytest.skip(f"PostgreSQL 15 is not installed in {PG_BIN} (apt-get install postgresql-15)")
+
+
+def _start_postgres(root: Path, port: int, database: str, timeout: float) -> None:
+    """initdb, start and createdb in ``root``; the data folder is root/data."""
+    data = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    # fsync off: MLflow's schema migration commits hundreds of times; a test DB is scratch.
+    options = f"-k {shlex.quote(str(root))} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
+    try:
+        _as_cluster_owner(
+            [PG_BIN / "initdb", "-D", data, "-U", PG_USER, "--auth=trust", "--no-sync"], timeout
+        )
+        _as_cluster_owner(
+            [PG_BIN / "pg_ctl", "-D", data, "-l", root / "postgres.log", "-o", options]
+            + ["-w", "-t", int(timeout), "start"],
+            timeout + 10,
+        )
+        subprocess.run(
+            [PG_BIN / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, database],
+            check=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
+    except subprocess.CalledProcessError as err:
+        output = (err.output or b"").decode(errors="replace")[-3000:]
+        raise RuntimeError(f"PostgreSQL did not start ({err.cmd}):\n{output}") from None
+
+
+def _as_cluster_owner(argv: Sequence, timeout: float) -> None:
+    """Run a PostgreSQL server tool as the user that owns the cluster: the `postgres` system
+    user when this is root, since initdb and postgres refuse to run as root."""
+    argv = [str(a) for a in argv]
+    if os.geteuid() == 0:
+        argv = ["su", "postgres", "-s", "/bin/sh", "-c", shlex.join(argv)]
+    # Output to a file, not a pipe: the server pg_ctl starts could keep a pipe open for good.
+    with tempfile.TemporaryFile() as out:
+        result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+        if result.returncode != 0:
+            out.seek(0)
+            raise subprocess.CalledProcessError(result.returncode, argv, output=out.read())
+
+
+def _stop_postgres(data: Path, timeout: float) -> None:
+    """pg_ctl's fast shutdown; where that fails, SIGQUIT (immediate shutdown) to the
+    postmaster, so nothing is left running either way."""
+    pid_file = data / "postmaster.pid"
+    if not pid_file.is_file():
+        return
+    with suppress(subprocess.SubprocessError):
+        _as_cluster_owner([PG_BIN / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], timeout)
+    if pid_file.is_file():
+        with suppress(OSError, ValueError, IndexError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from mlflow import MlflowClient
 
@@ -20,6 +22,26 @@ def test_default_store_is_sqlite_under_the_start_dir(compose_cfg, tmp_path, monk
 def test_file_store_is_refused_with_the_fix(tmp_path):
     with pytest.raises(TrackingError, match="file store, which MLflow 3 no longer accepts"):
         open_store(f"file://{tmp_path}")
+
+
+def test_a_database_that_does_not_answer_is_named_at_once_without_its_password():
+    from helpers import free_port
+
+    # MLflow alone reconnects for ~100 s, then raises SQLAlchemy's error with a traceback.
+    uri = f"postgresql+psycopg://mlflow:s3cret@127.0.0.1:{free_port()}/runs"
+    start = time.monotonic()
+    with pytest.raises(TrackingError) as caught:
+        open_store(uri)
+    assert time.monotonic() - start < 5
+    message = str(caught.value)
+    assert message.startswith("Cannot connect to the PostgreSQL database at postgresql+psycopg:")
+    assert "mlflow:***@127.0.0.1" in message and "s3cret" not in message
+    assert "Connection refused" in message
+
+
+def test_a_missing_database_driver_names_the_install():
+    with pytest.raises(TrackingError, match=r"pip install 'denselab\[server\]'"):
+        open_store("postgresql+nosuchdriver://mlflow@127.0.0.1:5432/runs")
 
 
 def test_experiment_is_created_once_and_restored_if_deleted(store_uri):

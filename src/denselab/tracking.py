@@ -24,6 +24,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
+from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
 from denselab.errors import TrackingError, first_line
 from denselab.lifecycle import RunStopped
@@ -98,6 +99,8 @@ def open_store(uri: str) -> MlflowClient:
     elif uri.startswith(("http://", "https://")):
         bound_http_waits()
         _check_server(uri)
+    elif uri.startswith("postgresql"):
+        _check_database(uri)
     elif uri.startswith("file:") or "://" not in uri:
         raise TrackingError(
             f"tracking.uri={uri} is a file store, which MLflow 3 no longer accepts; use "
@@ -108,9 +111,11 @@ def open_store(uri: str) -> MlflowClient:
             # Both create and migrate a new sqlite DB: the client opens its store at once.
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)
-    except MlflowException as err:
+    except (MlflowException, SQLAlchemyError) as err:
+        if "Invalid Host header" in str(err):
+            raise TrackingError(_host_refused(uri)) from None
         raise TrackingError(
-            f"The MLflow store at {uri} cannot be used ({first_line(err)}); check "
+            f"The MLflow store at {shown_uri(uri)} cannot be used ({first_line(err)}); check "
             "tracking.uri, or leave it unset to use ./mlruns."
         ) from None
     return client
@@ -154,6 +159,67 @@ def _check_server(uri: str) -> None:
             f"No MLflow server answers at {uri} ({type(err).__name__}); start one with "
             "`make ui` or `mlflow server`, or leave tracking.uri unset to use ./mlruns."
         ) from None
+
+
+def _host_refused(uri: str) -> str:
+    """MLflow 3's server answers only requests addressed to localhost or a private IP unless
+    told otherwise (its guard against DNS rebinding): /health passes, every call fails."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    return (
+        f"The MLflow server at {uri} refuses requests addressed to {host} (MLflow's guard "
+        f"against DNS rebinding); start it with `--allowed-hosts {host}` (several names "
+        "comma-separated), or address it by a name it allows."
+    )
+
+
+# Seconds one connection attempt to a database server may take (libpq's connect_timeout).
+DATABASE_CONNECT_TIMEOUT_S = 10
+
+
+def _check_database(uri: str) -> None:
+    """Fail in seconds, not after MLflow's ~100 s of reconnecting and a traceback, when the
+    database server does not answer: one attempt, bounded by connect_timeout (a
+    ``?connect_timeout=`` of the user's own in the URI wins)."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    url = sqlalchemy.make_url(uri)
+    connect_args = (
+        {} if "connect_timeout" in url.query else {"connect_timeout": DATABASE_CONNECT_TIMEOUT_S}
+    )
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=NullPool)
+    except (ImportError, NoSuchModuleError) as err:
+        raise TrackingError(
+            f"tracking.uri={shown_uri(uri)} needs a database driver that is not installed "
+            f"({first_line(err)}); write postgresql+psycopg:// and `pip install "
+            "'denselab[server]'`, or install that driver."
+        ) from None
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as err:
+        raise TrackingError(
+            f"Cannot connect to the PostgreSQL database at {shown_uri(uri)} "
+            f"({first_line(getattr(err, 'orig', None) or err)}); start the database server or "
+            "correct tracking.uri (host, port, user, database), or leave tracking.uri unset to "
+            "use ./mlruns."
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def shown_uri(uri: str) -> str:
+    """``uri`` fit to print: a database URI's password masked."""
+    if "://" in uri and "@" in uri.split("://", 1)[1]:
+        import sqlalchemy
+
+        with contextlib.suppress(Exception):
+            return sqlalchemy.make_url(uri).render_as_string(hide_password=True)
+    return uri
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
