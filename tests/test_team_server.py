@@ -126,3 +126,29 @@ def test_a_store_that_does_not_answer_ends_the_run_in_one_sentence_at_once(
     # The console script's own start (torch, Lightning, MLflow imports) is most of this.
     assert seconds < 30, output[-3000:]
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_parallel_sweep_logs_one_parent_and_its_children_to_the_team_server(
+    team_server, mnist_dir, tmp_path
+):
+    work, downloads = tmp_path / "work", tmp_path / "downloads"
+    work.mkdir()
+    args = ["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=4", "seed=1,2,3,4"]
+    result = run_cli([*args, *train_args(mnist_dir, team_server.url, "team-sweep")], work)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(team_server.url)
+    experiment = client.get_experiment_by_name("team-sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    downloads.mkdir()
+    table = client.download_artifacts(parent.info.run_id, "tables/sweep_jobs.csv", str(downloads))
+    assert len(Path(table).read_text().strip().splitlines()) == 1 + 4
+    config = client.download_artifacts(children[0].info.run_id, "config.yaml", str(downloads))
+    assert Path(config).stat().st_size > 0
+    assert not (work / "mlruns").exists()
