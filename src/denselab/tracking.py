@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 
+from denselab.cluster import scheduler_tags
 from denselab.errors import TrackingError, first_line
 from denselab.lifecycle import RunStopped
 from denselab.store import bound_http_waits, store_lock, wait_for_sqlite_writers
@@ -61,6 +62,7 @@ def start_run(
     uri = tracking_uri(cfg)
     client = open_store(uri)
     process = {"host": socket.gethostname(), "pid": str(os.getpid())}
+    process.update(scheduler_tags())  # the SLURM job that runs it now, and its log files
     if resume_run_id:
         client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         for key, value in process.items():
