@@ -96,17 +96,17 @@ def check_slurm_launcher(
     if launcher.get("_target_") != SLURM_LAUNCHER:
         return
     choice = config.hydra.runtime.choices.get("hydra/launcher", "submitit_slurm")
-    if which("sbatch") is None:
-        raise ConfigError(
-            f"hydra/launcher={choice} submits every job with sbatch, which is not installed "
-            "here; start the sweep on a machine of the cluster (a login node), or drop "
-            "hydra/launcher to run the jobs on this machine."
-        )
     partition = None if OmegaConf.is_missing(launcher, "partition") else launcher.partition
     if not partition and choice in PRESETS:
         raise ConfigError(
             f"hydra/launcher={choice} needs the SLURM partition to run the jobs in; add "
             "hydra.launcher.partition=<name> (`sinfo` lists them)."
+        )
+    if which("sbatch") is None:
+        raise ConfigError(
+            f"hydra/launcher={choice} submits every job with sbatch, which is not installed "
+            "here; start the sweep on a machine of the cluster (a login node), or drop "
+            "hydra/launcher to run the jobs on this machine."
         )
     known = partitions()  # also: whether SLURM answers at all
     unknown = [p for p in str(partition or "").split(",") if p and p not in known]
