@@ -59,16 +59,18 @@ class Slurm:
         out = self.run("scontrol", "show", "job", "--oneliner", job_id).stdout
         return dict(pair.split("=", 1) for pair in out.split() if "=" in pair)
 
-    def jobs(self) -> list[str]:
-        """The ids of every job SLURM holds, pending, running or completing."""
-        return self.run("squeue", "--noheader", "--format=%i").stdout.split()
+    def jobs(self, name: Optional[str] = None) -> list[str]:
+        """The ids of the jobs SLURM holds (pending, running, completing), or of those named
+        ``name`` (a test's own: a cluster these tests did not start may run others' jobs)."""
+        named = [f"--name={name}"] if name else []
+        return self.run("squeue", "--noheader", "--format=%i", *named).stdout.split()
 
-    def cancel_all(self, timeout: float = STOP_S) -> None:
-        """Cancel every job and wait until SLURM holds none (they free the node's CPUs)."""
-        if self.jobs():
-            self.run("scancel", f"--partition={self.partition}")
+    def cancel(self, name: Optional[str] = None, timeout: float = STOP_S) -> None:
+        """Cancel the jobs named ``name`` (every job: None) and wait until they are gone."""
+        if self.jobs(name):
+            self.run("scancel", f"--name={name}" if name else f"--partition={self.partition}")
         deadline = time.monotonic() + timeout
-        while self.jobs() and time.monotonic() < deadline:
+        while self.jobs(name) and time.monotonic() < deadline:
             time.sleep(0.5)
 
 
@@ -130,7 +132,7 @@ def stop_cluster(procs: Sequence[subprocess.Popen] = ()) -> None:
     conf = ROOT / "slurm.conf"
     if conf.is_file() and _alive(_pid(_pid_file("slurmctld")), "slurmctld"):
         # Jobs first: slurmd must be alive for their processes to be ended.
-        Slurm(PARTITION, "", {"SLURM_CONF": str(conf)}).cancel_all()
+        Slurm(PARTITION, "", {"SLURM_CONF": str(conf)}).cancel()
     pids = {name: _pid(_pid_file(name)) for name in DAEMONS}
     pids.update({Path(proc.args[0]).name: proc.pid for proc in procs})
     for name in reversed(DAEMONS):
