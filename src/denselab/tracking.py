@@ -5,7 +5,8 @@ every job of a sweep shares it. A fresh sqlite DB opened by several processes at
 its schema migration, so every process creates or migrates the DB, and creates the
 experiment, under the store's file lock (:mod:`denselab.store`).
 
-A run records the host and process that run it (tags ``host``, ``pid``) and, through
+A run records the host and process that run it (tags ``host``, ``pid``; in a SLURM job also
+the job, ``slurm.*``: :func:`denselab.cluster.scheduler_tags`) and, through
 :class:`denselab.checkpoints.RunCheckpoint`, its checkpoint folder: what resume needs.
 """
 
