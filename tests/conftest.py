@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from denselab.config import register_schemas  # noqa: E402
 from helpers import write_mnist  # noqa: E402
+from slurm import slurm_cluster  # noqa: E402, F401  (a fixture: a real one-node SLURM)
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 

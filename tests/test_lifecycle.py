@@ -12,6 +12,7 @@ from helpers import start_cli, stop_and_time, wait_for_file
 
 from denselab.checkpoints import STATE_KEY, AtomicCheckpointIO
 from denselab.data.digits import DigitsDataModule
+from denselab.divergence import DivergenceGuard
 
 # Digits in batches of 8: epochs of ~150 steps, long enough that a signal sent after the
 # first checkpoint lands mid-run, short enough to keep each test at seconds.
@@ -127,3 +128,14 @@ def test_time_limit_signal_is_handed_on_to_the_schedulers_handler(tmp_path):
     assert done.returncode == 128 + signal.SIGUSR1, done.stderr
     assert marker.read_text() == "requeued"
     assert "Stopped by SIGUSR1 before the MLflow run was created." in done.stderr
+
+
+def test_a_resumed_fit_measures_growth_from_the_runs_first_loss():
+    started = DivergenceGuard()
+    started.on_train_batch_end(None, None, {"loss": torch.tensor(2.3)}, None, 0)
+    resumed = DivergenceGuard()
+    resumed.load_state_dict(started.state_dict())  # what Lightning does from the checkpoint
+    # a trained network: one batch nearly free, the next an ordinary miss
+    for loss in (0.0008, 2.57):
+        resumed.on_train_batch_end(None, None, {"loss": torch.tensor(loss)}, None, 1)
+    assert resumed.first_loss == pytest.approx(2.3)

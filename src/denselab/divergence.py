@@ -17,7 +17,7 @@ class LossDiverged(DenselabError):
 
 class DivergenceGuard(pl.Callback):
     """Stop training at the first step whose loss is nan or infinite, or more than
-    ``max_growth`` times the loss of the fit's first step.
+    ``max_growth`` times the loss of the run's first step.
 
     A diverged network only produces noise from then on, and its checkpoints would be
     worthless: stopping at once keeps ``last.ckpt`` of the last sound epoch. A huge learning
@@ -29,6 +29,14 @@ class DivergenceGuard(pl.Callback):
     def __init__(self, max_growth: float = 1000.0):
         self.max_growth = max_growth
         self.first_loss: float | None = None
+
+    # Kept in the checkpoint: a resumed fit's first step is a trained network's, whose loss
+    # on one batch can be ~1e-3, and an ordinary later batch 1000 times that.
+    def state_dict(self) -> dict[str, Any]:
+        return {"first_loss": self.first_loss}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.first_loss = state_dict.get("first_loss", self.first_loss)
 
     def on_train_batch_end(
         self,

@@ -5,7 +5,8 @@ every job of a sweep shares it. A fresh sqlite DB opened by several processes at
 its schema migration, so every process creates or migrates the DB, and creates the
 experiment, under the store's file lock (:mod:`denselab.store`).
 
-A run records the host and process that run it (tags ``host``, ``pid``) and, through
+A run records the host and process that run it (tags ``host``, ``pid``; in a SLURM job also
+the job, ``slurm.*``: :func:`denselab.cluster.scheduler_tags`) and, through
 :class:`denselab.checkpoints.RunCheckpoint`, its checkpoint folder: what resume needs.
 """
 
@@ -26,6 +27,7 @@ from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
+from denselab.cluster import scheduler_tags
 from denselab.errors import TrackingError, first_line
 from denselab.lifecycle import RunStopped
 from denselab.store import bound_http_waits, store_lock, wait_for_sqlite_writers
@@ -69,6 +71,7 @@ def start_run(
     uri = tracking_uri(cfg)
     client = open_store(uri)
     process = {"host": socket.gethostname(), "pid": str(os.getpid()), **(tags or {})}
+    process.update(scheduler_tags())  # the SLURM job that runs it now, and its log files
     process[CONFIG_TAG] = config_hash(cfg)  # what a later sweep recognises this run by
     if resume_run_id:
         client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))

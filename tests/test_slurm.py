@@ -1,0 +1,150 @@
+"""Sweeps through a real one-node SLURM (the slurm_cluster fixture, tests/slurm.py): jobs end
+in FINISHED runs that name their SLURM job, and a cancelled job's run ends KILLED and can be
+resumed. No mocks: sbatch, slurmctld, slurmd and srun run the jobs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import metric_steps, run_cli, start_cli, wait_for_file
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+QUIET = ["trainer.enable_progress_bar=false", "callbacks=none"]
+
+
+def slurm_sweep(cluster, job_name: str) -> list[str]:
+    return [
+        "-m",
+        "hydra/launcher=slurm",
+        f"hydra.launcher.partition={cluster.partition}",
+        # Its own name, so that a test cancels its own jobs only.
+        f"hydra.launcher.name={job_name}",
+        # Two jobs side by side on a 2-core node; the preset asks for 2 CPUs each.
+        "hydra.launcher.cpus_per_task=1",
+    ]
+
+
+def store(path: Path) -> str:
+    return f"sqlite:///{path / 'mlruns' / 'mlflow.db'}"
+
+
+def runs(uri: str, experiment: str) -> list:
+    client = MlflowClient(uri)
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
+def test_a_sweep_runs_through_slurm_to_finished_runs_tagged_with_their_jobs(
+    slurm_cluster, mnist_dir, tmp_path
+):
+    uri, name = store(tmp_path), "denselab-sweep"
+    args = [
+        *slurm_sweep(slurm_cluster, name),
+        f"data.dir={mnist_dir}",
+        "data.mirrors=[]",
+        "trainer.max_epochs=2",
+        "seed=1,2",
+        f"tracking.uri={uri}",
+        *QUIET,
+    ]
+    try:
+        result = run_cli(args, tmp_path, timeout=300, env=slurm_cluster.env)
+    finally:
+        slurm_cluster.cancel(name)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    done = runs(uri, "mnist")
+    assert sorted(r.data.params["seed"] for r in done) == ["1", "2"]
+    assert {r.info.status for r in done} == {"FINISHED"}
+    tags = [r.data.tags for r in done]
+    assert len({t["slurm.job_id"] for t in tags}) == 2  # one SLURM job each
+    assert len({t["slurm.array_job_id"] for t in tags}) == 1  # of one job array
+    assert sorted(t["slurm.array_task_id"] for t in tags) == ["0", "1"]
+    for run, tag in zip(done, tags):
+        assert tag["slurm.node"] == slurm_cluster.node == tag["host"].split(".")[0]
+        assert tag["slurm.partition"] == slurm_cluster.partition
+        # the job's own log, which names this run
+        assert f"MLflow run {run.info.run_id}" in Path(tag["slurm.stdout"]).read_text()
+        assert Path(tag["slurm.stderr"]).is_file()
+
+
+def test_scancel_ends_the_run_killed_and_resume_finishes_it(slurm_cluster, tmp_path):
+    uri, name, epochs = store(tmp_path), "denselab-scancel", 8
+    # Batches of one: epochs of ~1.5 s, so that the run is mid-way when scancel lands.
+    args = [
+        *slurm_sweep(slurm_cluster, name),
+        "data=digits",
+        "data.batch_size=1",
+        f"trainer.max_epochs={epochs}",
+        f"tracking.uri={uri}",
+        *QUIET,
+    ]
+    launcher = start_cli(args, tmp_path, env=slurm_cluster.env)
+    try:
+        wait_for_file("multirun/*/*/0/checkpoints/last.ckpt", tmp_path, launcher)
+        (job_id,) = slurm_cluster.jobs(name)
+        slurm_cluster.run("scancel", job_id)
+        run = wait_for_end(uri, "digits")
+        slurm_cluster.cancel(name)  # waits until the job has left the queue
+        job = slurm_cluster.job(job_id)
+    finally:
+        slurm_cluster.cancel(name)
+        # Without accounting (sacct) submitit cannot tell a cancelled job from a running one,
+        # and would wait for it for ever.
+        stop(launcher)
+
+    assert job["JobState"] == "CANCELLED", job
+    assert run.info.status == "KILLED"
+    assert run.data.tags.get("resumable") != "true"  # SIGTERM: stopped, not warned
+    log = Path(run.data.tags["slurm.stdout"]).read_text()
+    assert f"Stopped by SIGTERM: run {run.info.run_id} ended KILLED" in log
+    client = MlflowClient(uri)
+    assert 1 <= len(metric_steps(client, run.info.run_id, "val/acc")) < epochs
+
+    # The run goes on outside SLURM, from the checkpoint of the cancelled job.
+    resumed = run_cli([f"resume={run.info.run_id}", f"tracking.uri={uri}", *QUIET], tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    (run,) = runs(uri, "digits")
+    assert run.info.status == "FINISHED"
+    assert metric_steps(client, run.info.run_id, "val/acc") == list(range(epochs))
+
+
+def test_a_slurm_that_does_not_answer_ends_the_sweep_in_one_sentence(slurm_cluster, tmp_path):
+    if "SLURM_CONF" not in slurm_cluster.env:
+        pytest.skip("needs the config of a cluster these tests started")
+    # The cluster's config with a controller port nobody listens on.
+    conf = tmp_path / "slurm.conf"
+    text = Path(slurm_cluster.env["SLURM_CONF"]).read_text()
+    conf.write_text(text.replace("ClusterName=", "SlurmctldPort=9\nClusterName=", 1))
+    work = tmp_path / "work"
+    work.mkdir()
+    args = [*slurm_sweep(slurm_cluster, "denselab-down"), "data=digits", "seed=1,2"]
+    result = run_cli(args, work, timeout=120, env={"SLURM_CONF": str(conf)})
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert [line for line in output.splitlines() if line.strip()] == [
+        line for line in output.splitlines() if "SLURM does not answer here (sinfo: " in line
+    ]
+    assert list(work.iterdir()) == []
+
+
+def wait_for_end(uri: str, experiment: str, timeout: float = 60):
+    """The experiment's one run, once it is no longer RUNNING."""
+    deadline = time.monotonic() + timeout
+    while True:
+        (run,) = runs(uri, experiment)
+        if run.info.status != "RUNNING" or time.monotonic() > deadline:
+            return run
+        time.sleep(0.5)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
