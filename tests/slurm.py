@@ -204,7 +204,9 @@ def slurm_conf(node: str, root: Path) -> str:
         f"SlurmctldHost={node}(127.0.0.1)",
         "AuthType=auth/munge",
         "CredType=cred/munge",
-        f"AuthInfo=socket={root / 'munge' / 'munge.socket'}",
+        # cred_expire: how long a requeued job waits before it may start again (default 120
+        # s): the time-limit test requeues jobs, and minutes of waiting test nothing.
+        f"AuthInfo=socket={root / 'munge' / 'munge.socket'},cred_expire=10",
         # No cgroups (containers rarely allow them): processes tracked by their parents.
         "ProctrackType=proctrack/linuxproc",
         "TaskPlugin=task/none",

@@ -165,3 +165,24 @@ def test_resume_takes_the_run_settings_and_only_harmless_changes():
         merged_config(
             run_cfg, OmegaConf.merge(now, {"trainer": {"max_epochs": 2}}), ["trainer.max_epochs=2"]
         )
+
+
+@pytest.mark.slow  # a whole in-process run
+def test_last_checkpoint_is_every_epochs_end_also_after_the_best_one(
+    store_uri, tmp_path, monkeypatch
+):
+    import torch
+
+    from denselab import fit
+
+    monkeypatch.chdir(tmp_path)
+    # A learning rate too small to change a prediction: val/acc never improves after the first
+    # epoch, so no later epoch saves a best checkpoint.
+    result = fit(
+        "data=digits", f"tracking.uri={store_uri}", "optimizer.lr=1e-12", "trainer.max_epochs=3",
+        "callbacks=none", "tracking.log_model=false", "trainer.enable_progress_bar=false",
+    )
+    folder = result.output_dir / "checkpoints"
+    assert [p.name for p in folder.glob("best-*.ckpt")] == ["best-epoch00.ckpt"]
+    last = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2

@@ -40,7 +40,7 @@ def runs(uri: str, experiment: str) -> list:
     return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
 
 
-def test_a_sweep_runs_through_slurm_to_finished_runs_tagged_with_their_jobs(
+def test_a_sweep_through_slurm_is_one_parent_with_finished_children_tagged_with_their_jobs(
     slurm_cluster, mnist_dir, tmp_path
 ):
     uri, name = store(tmp_path), "denselab-sweep"
@@ -49,29 +49,70 @@ def test_a_sweep_runs_through_slurm_to_finished_runs_tagged_with_their_jobs(
         f"data.dir={mnist_dir}",
         "data.mirrors=[]",
         "trainer.max_epochs=2",
-        "seed=1,2",
+        "seed=1,2,3,4",
         f"tracking.uri={uri}",
         *QUIET,
     ]
     try:
-        result = run_cli(args, tmp_path, timeout=300, env=slurm_cluster.env)
+        result = run_cli(args, tmp_path, timeout=400, env=slurm_cluster.env)
     finally:
         slurm_cluster.cancel(name)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    done = runs(uri, "mnist")
-    assert sorted(r.data.params["seed"] for r in done) == ["1", "2"]
+    every = runs(uri, "mnist")
+    (parent,) = [r for r in every if r.data.tags.get("sweep") == "parent"]
+    done = [r for r in every if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and parent.data.tags["jobs"] == "4 FINISHED"
+    assert parent.data.tags["best_run_id"] in {r.info.run_id for r in done}
+    assert sorted(r.data.params["seed"] for r in done) == ["1", "2", "3", "4"]
     assert {r.info.status for r in done} == {"FINISHED"}
     tags = [r.data.tags for r in done]
-    assert len({t["slurm.job_id"] for t in tags}) == 2  # one SLURM job each
+    assert len({t["slurm.job_id"] for t in tags}) == 4  # one SLURM job each
     assert len({t["slurm.array_job_id"] for t in tags}) == 1  # of one job array
-    assert sorted(t["slurm.array_task_id"] for t in tags) == ["0", "1"]
+    assert sorted(t["slurm.array_task_id"] for t in tags) == ["0", "1", "2", "3"]
     for run, tag in zip(done, tags):
         assert tag["slurm.node"] == slurm_cluster.node == tag["host"].split(".")[0]
         assert tag["slurm.partition"] == slurm_cluster.partition
         # the job's own log, which names this run
         assert f"MLflow run {run.info.run_id}" in Path(tag["slurm.stdout"]).read_text()
         assert Path(tag["slurm.stderr"]).is_file()
+
+
+def test_a_job_past_its_time_limit_is_requeued_and_finishes_the_same_run(
+    slurm_cluster, tmp_path
+):
+    uri, name, epochs = store(tmp_path), "denselab-limit", 300
+    args = [
+        *slurm_sweep(slurm_cluster, name),
+        "data=digits",
+        "seed=1",
+        f"trainer.max_epochs={epochs}",  # ~40 s of training: more than one job's minute holds
+        # SLURM's shortest limit, a minute, with the warning (SIGUSR2) 30 s before it; SLURM
+        # may send it earlier still. Each requeue goes on from the last whole epoch.
+        "hydra.launcher.timeout_min=1",
+        "hydra.launcher.signal_delay_s=30",
+        "hydra.launcher.max_num_timeout=8",
+        f"tracking.uri={uri}",
+        *QUIET,
+    ]
+    try:
+        result = run_cli(args, tmp_path, timeout=600, env=slurm_cluster.env)
+    finally:
+        slurm_cluster.cancel(name)
+    output = result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, output
+
+    every = runs(uri, "digits")
+    (parent,) = [r for r in every if r.data.tags.get("sweep") == "parent"]
+    (child,) = [r for r in every if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == child.info.status == "FINISHED"
+    assert int(child.data.tags.get("slurm.restart_count", "0")) >= 1, child.data.tags
+    log = Path(child.data.tags["slurm.stdout"]).read_text()
+    assert "Handing SIGUSR2 on to the scheduler's handler" in log
+    assert f"Continuing this job's stopped run {child.info.run_id}" in log
+    client = MlflowClient(uri)
+    # One run from the first epoch to the last, each epoch once, across the requeues.
+    assert metric_steps(client, child.info.run_id, "val/acc") == list(range(epochs))
 
 
 def test_scancel_ends_the_run_killed_and_resume_finishes_it(slurm_cluster, tmp_path):

@@ -82,6 +82,12 @@ class RunCheckpoint(ModelCheckpoint):
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
             logger.log_metrics(metrics, step=trainer.current_epoch)
         super().on_train_epoch_end(trainer, pl_module)
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            # Lightning 2.6 writes last.ckpt only in an epoch that also saved a best one: once
+            # val/acc stops improving, last.ckpt would stay at the best epoch, and a stopped
+            # run would train every epoch since again. Resume needs every epoch's end.
+            if not trainer.sanity_checking and not trainer.fast_dev_run:
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
         if self.upload_last and isinstance(logger, MLFlowLogger) and self.last_model_path:
             if Path(self.last_model_path).is_file():
                 logger.experiment.log_artifact(

@@ -1,16 +1,17 @@
 """How a run ends when a stop signal arrives (a diverging loss: :mod:`denselab.divergence`).
 
-SIGINT (Ctrl-C), SIGTERM (SLURM, systemd, docker stop) and SIGUSR1 (SLURM's warning before a
-time limit) end the run KILLED and the process with 128 + the signal's number: 130, 143 and
-138, as shells and schedulers read them. SIGUSR1 also tags the run ``resumable``. What a
+SIGINT (Ctrl-C), SIGTERM (SLURM, systemd, docker stop), SIGUSR1 and SIGUSR2 (a scheduler's
+warning before a time limit: ``sbatch --signal=USR1@...``; submitit's jobs get USR2) end the
+run KILLED and the process with 128 + the signal's number: 130, 143, 138 and 140, as shells
+and schedulers read them. The time-limit signals also tag the run ``resumable``. What a
 resumed run continues from is ``last.ckpt`` of the last completed epoch, which
 :class:`denselab.checkpoints.RunCheckpoint` writes atomically at every epoch's end; the
 unfinished epoch is trained again, in the same order, on resume.
 
-Under a scheduler that set its own SIGUSR1 handler before ours (submitit, for
-``hydra/launcher=slurm``), SIGUSR1 is handed on to it once the run has ended: submitit then
-requeues the job, and the requeued job continues the same run from its checkpoint
-(:mod:`denselab.sweep`).
+Under a scheduler that set its own handler for the time-limit signal before ours (submitit,
+for ``hydra/launcher=slurm``), the signal is handed on to it once the run has ended:
+submitit then requeues the job, and the requeued job continues the same run from its
+checkpoint (:mod:`denselab.sweep`).
 
 The signal handler raises at once, wherever the main thread is, so that a process blocked on a
 tracking server that does not answer still ends; the run then has GRACE_S seconds to record
@@ -32,7 +33,8 @@ from typing import Any, Callable, Iterator, Optional
 
 log = logging.getLogger("denselab")
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+TIME_LIMIT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *TIME_LIMIT_SIGNALS)
 # Seconds the run gets, after a stop signal, to record its end (KILLED) before the process
 # exits without it: what "honoured within 5 s" leaves after a busy machine schedules the handler.
 GRACE_S = 3.0
@@ -41,6 +43,21 @@ GRACE_S = 3.0
 # What else must end when this process is stopped, run before it leaves: a sweep run by
 # Hydra's basic launcher ends its parent run KILLED here. Each gets the signal's number.
 _stop_hooks: list[Callable[[int], None]] = []
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold stop signals back while the run's end is written: one that arrives meanwhile
+    (a second Ctrl-C, the SIGTERM a requeue sends) is delivered after it, not in its middle,
+    which would leave the run RUNNING. Main thread only; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def on_stop(hook: Callable[[int], None]) -> None:
@@ -66,7 +83,7 @@ class RunStopped(BaseException):
 
     @property
     def resumable(self) -> bool:
-        return self.signum == signal.SIGUSR1
+        return self.signum in TIME_LIMIT_SIGNALS
 
     def sentence(self) -> str:
         name = signal.Signals(self.signum).name
@@ -99,16 +116,18 @@ class _StopHandler:
         raise RunStopped(signum)
 
 
-def _pass_on_time_limit(scheduler_handler: Any) -> None:
-    """Hand SIGUSR1 on to the handler that was there before ours, once the run has ended
-    KILLED and resumable: under submitit (hydra/launcher=slurm) that is submitit's, which
-    requeues the job; the requeued job finds this run stopped and continues it from its
-    last checkpoint (denselab.sweep). Anything it raises only means: no requeue."""
+def _pass_on_time_limit(signum: int, scheduler_handler: Any) -> None:
+    """Hand a time-limit signal on to the handler that was there before ours, once the run
+    has ended KILLED and resumable: under submitit (hydra/launcher=slurm) that is
+    submitit's, which requeues the job; the requeued job finds this run stopped and
+    continues it from its last checkpoint (denselab.sweep). Anything it raises only means:
+    no requeue. SLURM then ends this process (SIGTERM: straight out, the run is ended)."""
     if not callable(scheduler_handler) or scheduler_handler is signal.default_int_handler:
         return
-    log.info("Handing SIGUSR1 on to the scheduler's handler (submitit: requeue the job)")
+    name = signal.Signals(signum).name
+    log.info("Handing %s on to the scheduler's handler (submitit: requeue the job)", name)
     try:
-        scheduler_handler(signal.SIGUSR1, None)
+        scheduler_handler(signum, None)
     except BaseException as err:  # submitit leaves by SystemExit, or says why it did not requeue
         if not isinstance(err, SystemExit):
             log.warning("The job was not requeued: %s", err)
@@ -128,8 +147,8 @@ def _leave_now(signum: int) -> None:
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Turn SIGINT, SIGTERM and SIGUSR1 into :class:`RunStopped`, and that into one sentence
-    and exit code 128 + signal. Lightning adds its own SIGTERM handler during fit; it calls
+    """Turn the STOP_SIGNALS into :class:`RunStopped`, and that into one sentence and exit
+    code 128 + signal. Lightning adds its own SIGTERM handler during fit; it calls
     this one after its own, so the run still stops at once."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
@@ -143,10 +162,10 @@ def stop_on_signals() -> Iterator[None]:
         for hook in _stop_hooks:
             with contextlib.suppress(Exception):
                 hook(stop.signum)
-        if stop.signum == signal.SIGUSR1:
+        if stop.resumable:
             if handler.watchdog is not None:
                 handler.watchdog.cancel()  # the run has ended; the requeue has its own timeout
-            _pass_on_time_limit(previous.get(signal.SIGUSR1))
+            _pass_on_time_limit(stop.signum, previous.get(stop.signum))
         # Leave now: the run is ended and its checkpoint on disk, and the interpreter's own
         # shutdown (atexit hooks, freeing torch and MLflow) can take seconds on a busy machine.
         logging.shutdown()

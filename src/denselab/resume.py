@@ -198,12 +198,17 @@ def merged_config(run_cfg: DictConfig, cfg: DictConfig, overrides: Sequence[str]
     return merged
 
 
-def override_keys(overrides: Sequence[str]) -> list[str]:
-    """The config keys (or groups) the command-line overrides set, as dotted paths."""
+def override_keys(overrides: Sequence[str], keep_resume: bool = False) -> list[str]:
+    """The config keys (or groups) the command-line overrides set, as dotted paths, in
+    their order (without ``resume`` unless ``keep_resume``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return [o.key_or_group.replace("/", ".") for o in parsed if o.key_or_group != "resume"]
+    return [
+        o.key_or_group.replace("/", ".")
+        for o in parsed
+        if keep_resume or o.key_or_group != "resume"
+    ]
 
 
 def _plain(value: Any) -> Any:

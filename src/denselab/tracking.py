@@ -29,7 +29,7 @@ from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
 from denselab.cluster import scheduler_tags
 from denselab.errors import TrackingError, first_line
-from denselab.lifecycle import RunStopped
+from denselab.lifecycle import RunStopped, signals_held
 from denselab.store import bound_http_waits, store_lock, wait_for_sqlite_writers
 
 log = logging.getLogger(__name__)
@@ -307,10 +307,12 @@ def run_status(
         stop.resume_command = resume_command(run_id, uri)
         if stop.resumable:
             client.set_tag(run_id, "resumable", "true")
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        with signals_held():  # a signal now would leave the run RUNNING
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     except (KeyboardInterrupt, SystemExit):
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        with signals_held():  # a signal now would leave the run RUNNING
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException as err:
         with contextlib.suppress(Exception):
@@ -322,10 +324,12 @@ def run_status(
             raise lost from err
         with contextlib.suppress(Exception):
             client.set_tag(run_id, "error", f"{type(err).__name__}: {first_line(err)}"[:5000])
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        with signals_held():  # a signal now would leave the run RUNNING
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     else:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+        with signals_held():  # a signal now would leave the run RUNNING
+            client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
 
 
 def _server_lost(uri: str, run_id: str, last_checkpoint: Optional[Path]) -> str:

@@ -58,7 +58,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
                 done.info.run_name,
             )
             return RunResult(dict(done.data.metrics), done.info.run_id, job.client.tracking_uri)
-        cfg = _resume_stopped(cfg, job, overrides, output_dir)
+        cfg, overrides = _resume_stopped(cfg, job, overrides, output_dir)
     # Before the heavy imports, so that a resume that cannot be done is refused at once.
     resume = prepare_resume(cfg, overrides, output_dir)
     cfg = resume.cfg if resume else cfg
@@ -129,26 +129,38 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     return RunResult(metrics, run_id, uri, model, data)
 
 
-def _resume_stopped(cfg: DictConfig, job, overrides: Sequence[str], output_dir: Path) -> DictConfig:
-    """``cfg`` set to resume this sweep's earlier, stopped try of the same job, where there is
-    one that can go on; else ``cfg`` as it is (the job starts anew)."""
+def _resume_stopped(
+    cfg: DictConfig, job, overrides: Sequence[str], output_dir: Path
+) -> tuple[DictConfig, Sequence[str]]:
+    """(config, overrides) that resume this sweep's earlier, stopped try of the same job,
+    where there is one that can go on; else (``cfg``, ``overrides``) as they are.
+
+    The stopped run has the same config (its config_hash), so of the job's overrides only
+    those a resume may change (where the data and store are, ...) are passed on: comparing
+    the others again would trip on what the first resume wrote back (an absolute data.dir).
+    """
     from denselab.errors import ConfigError
-    from denselab.resume import prepare_resume
+    from denselab.resume import MAY_CHANGE, override_keys, prepare_resume
     from denselab.sweep import config_hash
 
     stopped = job.stopped_run(config_hash(cfg))
     if stopped is None:
-        return cfg
+        return cfg, overrides
     resumed = cfg.copy()
     with open_dict(resumed):
         resumed.resume = stopped.info.run_id
+    may_change = [
+        override
+        for override, key in zip(overrides, override_keys(overrides, keep_resume=True))
+        if any(key == k or key.startswith(k + ".") for k in MAY_CHANGE)
+    ]
     try:
-        prepare_resume(resumed, overrides, output_dir)  # the same checks resume= makes
+        prepare_resume(resumed, may_change, output_dir)  # the same checks resume= makes
     except ConfigError as err:
         log.warning("Not continuing run %s (%s): this job starts anew", stopped.info.run_id, err)
-        return cfg
+        return cfg, overrides
     log.info("Continuing this job's stopped run %s from its checkpoint", stopped.info.run_id)
-    return resumed
+    return resumed, may_change
 
 
 def prepare_data(cfg: DictConfig):
@@ -240,6 +252,10 @@ def _quiet_irrelevant_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     # Lightning 2.6 calling torch's own deprecated pytree API: nothing a user can act on.
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+    # On a machine with SLURM's tools installed, Lightning asks every run outside SLURM to
+    # prepend `srun`: denselab runs one process per job, and its SLURM jobs come from
+    # hydra/launcher=slurm, which starts them through srun already.
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")
 
 
 def _route_lightning_logs_through_hydra() -> None:
