@@ -45,7 +45,7 @@ def test_the_presets_build_on_the_plugins_slurm_launcher():
         assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
         assert (launcher.nodes, launcher.tasks_per_node) == (1, 1)
         assert launcher.timeout_min > 0 and 0 < launcher.signal_delay_s < launcher.timeout_min * 60
-        assert launcher.max_num_timeout == 0
+        assert launcher.max_num_timeout == 3  # requeued at the time limit, going on
     assert (cpu.partition, cpu.gpus_per_node) == ("debug", None)
     assert (gpu.partition, gpu.gpus_per_node) == ("gpu", 1)
 

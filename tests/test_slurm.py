@@ -81,22 +81,24 @@ def test_a_sweep_through_slurm_is_one_parent_with_finished_children_tagged_with_
 def test_a_job_past_its_time_limit_is_requeued_and_finishes_the_same_run(
     slurm_cluster, tmp_path
 ):
-    uri, name, epochs = store(tmp_path), "denselab-limit", 300
+    uri, name, epochs = store(tmp_path), "denselab-limit", 900
     args = [
         *slurm_sweep(slurm_cluster, name),
         "data=digits",
         "seed=1",
-        f"trainer.max_epochs={epochs}",  # ~40 s of training: more than one job's minute holds
-        # SLURM's shortest limit, a minute, with the warning (SIGUSR2) 30 s before it; SLURM
-        # may send it earlier still. Each requeue goes on from the last whole epoch.
-        "hydra.launcher.timeout_min=1",
-        "hydra.launcher.signal_delay_s=30",
+        # About a minute of training (15 epochs a second): more than one try can hold.
+        f"trainer.max_epochs={epochs}",
+        # Two minutes, warned (SIGUSR2) 60 s before: SLURM checks limits every 30 s and may
+        # warn that much earlier, so each try gets 30-60 s, never less than a start costs.
+        # Each requeue goes on from the last whole epoch.
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=60",
         "hydra.launcher.max_num_timeout=8",
         f"tracking.uri={uri}",
         *QUIET,
     ]
     try:
-        result = run_cli(args, tmp_path, timeout=600, env=slurm_cluster.env)
+        result = run_cli(args, tmp_path, timeout=900, env=slurm_cluster.env)
     finally:
         slurm_cluster.cancel(name)
     output = result.stdout[-3000:] + result.stderr[-3000:]
@@ -151,7 +153,7 @@ def test_scancel_ends_the_run_killed_and_resume_finishes_it(slurm_cluster, tmp_p
     # The run goes on outside SLURM, from the checkpoint of the cancelled job.
     resumed = run_cli([f"resume={run.info.run_id}", f"tracking.uri={uri}", *QUIET], tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    (run,) = runs(uri, "digits")
+    (run,) = job_runs(uri, "digits")
     assert run.info.status == "FINISHED"
     assert metric_steps(client, run.info.run_id, "val/acc") == list(range(epochs))
 
@@ -175,11 +177,16 @@ def test_a_slurm_that_does_not_answer_ends_the_sweep_in_one_sentence(slurm_clust
     assert list(work.iterdir()) == []
 
 
+def job_runs(uri: str, experiment: str) -> list:
+    """The experiment's runs of sweep jobs (not the sweeps' parent runs)."""
+    return [r for r in runs(uri, experiment) if r.data.tags.get("sweep") != "parent"]
+
+
 def wait_for_end(uri: str, experiment: str, timeout: float = 60):
-    """The experiment's one run, once it is no longer RUNNING."""
+    """The experiment's one job run, once it is no longer RUNNING."""
     deadline = time.monotonic() + timeout
     while True:
-        (run,) = runs(uri, experiment)
+        (run,) = job_runs(uri, experiment)
         if run.info.status != "RUNNING" or time.monotonic() > deadline:
             return run
         time.sleep(0.5)
