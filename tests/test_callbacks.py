@@ -68,6 +68,7 @@ def eval_passes(monkeypatch) -> list[int]:
     return sizes
 
 
+@pytest.mark.slow  # a whole in-process run with every figure (make test runs it)
 def test_a_default_run_logs_every_figure_and_table(
     compose_cfg, fixture_overrides, store_uri, tmp_path, eval_passes, monkeypatch
 ):

@@ -108,6 +108,7 @@ def visible_texts(fig):
     return [t for t in unique if t.get_visible() and t.get_text().strip()]
 
 
+@pytest.mark.slow  # draws every figure of three datasets at full size (make test runs it)
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_figures_render_readably(dataset):
     names, shape = DATASETS[dataset]
