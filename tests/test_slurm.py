@@ -81,18 +81,19 @@ def test_a_sweep_through_slurm_is_one_parent_with_finished_children_tagged_with_
 def test_a_job_past_its_time_limit_is_requeued_and_finishes_the_same_run(
     slurm_cluster, tmp_path
 ):
-    uri, name, epochs = store(tmp_path), "denselab-limit", 900
+    uri, name, epochs = store(tmp_path), "denselab-limit", 1000
     args = [
         *slurm_sweep(slurm_cluster, name),
         "data=digits",
         "seed=1",
-        # About a minute of training (15 epochs a second): more than one try can hold.
+        # About 67 s of training at 15 epochs a second: more than a first try holds.
         f"trainer.max_epochs={epochs}",
-        # Two minutes, warned (SIGUSR2) 60 s before: SLURM checks limits every 30 s and may
-        # warn that much earlier, so each try gets 30-60 s, never less than a start costs.
-        # Each requeue goes on from the last whole epoch.
+        # Two minutes, warned (SIGUSR2) 45 s before. SLURM checks limits every 30 s and warns
+        # at the first check within 45 + 30 s of the limit: 45-75 s into each try, some 35-65
+        # s of training after the start. Two tries at this speed; each goes on from the last
+        # whole epoch.
         "hydra.launcher.timeout_min=2",
-        "hydra.launcher.signal_delay_s=60",
+        "hydra.launcher.signal_delay_s=45",
         "hydra.launcher.max_num_timeout=8",
         f"tracking.uri={uri}",
         *QUIET,
