@@ -46,15 +46,25 @@ BEST_TAG = "best_in_sweep"
 # -- what a sweep is -------------------------------------------------------------------
 
 
-def swept_keys(config: DictConfig) -> list[str]:
-    """The settings a sweep varies: the command's sweep overrides (``seed=1,2``,
-    ``lr=range(...)``) and the sweeper's search space (``hydra.sweeper.params``)."""
+def _swept(config: DictConfig) -> dict[str, str]:
+    """Each setting a sweep varies, with how the command says it: the sweep overrides
+    (``seed`` -> ``seed=1,2``), then the sweeper's search space (``hydra.sweeper.params``,
+    named by key)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-    keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
-    space = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    return keys + [str(k) for k in space if str(k) not in keys]
+    swept = {
+        o.key_or_group: o.input_line or o.key_or_group for o in parsed if o.is_sweep_override()
+    }
+    for key in OmegaConf.select(config, "hydra.sweeper.params") or {}:
+        swept.setdefault(str(key), str(key))
+    return swept
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The settings a sweep varies: the command's sweep overrides (``seed=1,2``,
+    ``lr=range(...)``) and the sweeper's search space (``hydra.sweeper.params``)."""
+    return list(_swept(config))
 
 
 def sweep_key(config: DictConfig) -> str:
@@ -169,15 +179,10 @@ def open_sweep(config: DictConfig) -> Sweep:
 
 def parent_name(config: DictConfig) -> str:
     """``digits sweep seed=1,2,3,4``: the experiment and what the command sweeps."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     from denselab.tracking import experiment_name
 
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-    swept = [o.input_line for o in parsed if o.is_sweep_override() and o.input_line]
-    space = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    swept += [str(k) for k in space]
-    return f"{experiment_name(config)} sweep {' '.join(swept)}".strip()[:250]
+    said = " ".join(_swept(config).values())
+    return f"{experiment_name(config)} sweep {said}".strip()[:250]
 
 
 def close_sweep(sweep: Sweep, stopped: bool = False) -> str:

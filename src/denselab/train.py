@@ -46,9 +46,10 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     from denselab.resume import prepare_resume
     from denselab.sweep import config_hash, sweep_job
 
-    job = sweep_job(cfg, overrides) if not cfg.get("resume") else None
+    job, resume = sweep_job(cfg, overrides) if not cfg.get("resume") else None, None
     if job is not None:  # a job of a sweep: maybe done already, or stopped and resumable
-        done = job.finished_run(config_hash(cfg))
+        fingerprint = config_hash(cfg)
+        done = job.finished_run(fingerprint)
         if done is not None:
             job.reuse(done)
             log.info(
@@ -58,9 +59,9 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
                 done.info.run_name,
             )
             return RunResult(dict(done.data.metrics), done.info.run_id, job.client.tracking_uri)
-        cfg, overrides = _resume_stopped(cfg, job, overrides, output_dir)
+        resume = _resume_stopped(cfg, job, fingerprint, overrides, output_dir)
     # Before the heavy imports, so that a resume that cannot be done is refused at once.
-    resume = prepare_resume(cfg, overrides, output_dir)
+    resume = resume or prepare_resume(cfg, overrides, output_dir)
     cfg = resume.cfg if resume else cfg
     # Imported here, not at the top: Lightning and MLflow take seconds to import, and
     # `--cfg job`, `--help` and config errors should answer at once.
@@ -130,10 +131,11 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
 
 
 def _resume_stopped(
-    cfg: DictConfig, job, overrides: Sequence[str], output_dir: Path
-) -> tuple[DictConfig, Sequence[str]]:
-    """(config, overrides) that resume this sweep's earlier, stopped try of the same job,
-    where there is one that can go on; else (``cfg``, ``overrides``) as they are.
+    cfg: DictConfig, job, fingerprint: str, overrides: Sequence[str], output_dir: Path
+):
+    """The :class:`denselab.resume.Resume` of this sweep's earlier, stopped try of the same
+    job (config ``fingerprint``), checked as ``resume=`` checks it; None when there is none
+    that can go on, and the job starts anew.
 
     The stopped run has the same config (its config_hash), so of the job's overrides only
     those a resume may change (where the data and store are, ...) are passed on: comparing
@@ -141,11 +143,10 @@ def _resume_stopped(
     """
     from denselab.errors import ConfigError
     from denselab.resume import MAY_CHANGE, override_keys, prepare_resume
-    from denselab.sweep import config_hash
 
-    stopped = job.stopped_run(config_hash(cfg))
+    stopped = job.stopped_run(fingerprint)
     if stopped is None:
-        return cfg, overrides
+        return None
     resumed = cfg.copy()
     with open_dict(resumed):
         resumed.resume = stopped.info.run_id
@@ -155,12 +156,12 @@ def _resume_stopped(
         if any(key == k or key.startswith(k + ".") for k in MAY_CHANGE)
     ]
     try:
-        prepare_resume(resumed, may_change, output_dir)  # the same checks resume= makes
+        resume = prepare_resume(resumed, may_change, output_dir)
     except ConfigError as err:
         log.warning("Not continuing run %s (%s): this job starts anew", stopped.info.run_id, err)
-        return cfg, overrides
+        return None
     log.info("Continuing this job's stopped run %s from its checkpoint", stopped.info.run_id)
-    return resumed, may_change
+    return resume
 
 
 def prepare_data(cfg: DictConfig):
