@@ -516,3 +516,13 @@ def _stop_postgres(data: Path, timeout: float) -> None:
     if pid_file.is_file():
         with suppress(OSError, ValueError, IndexError):
             os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
+
+
+def sweep_runs(client, experiment: str = "digits") -> tuple[list, list]:
+    """(parents, children) of the experiment's sweeps: runs tagged ``sweep=parent``, and
+    runs that name a parent (``mlflow.parentRunId``)."""
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id]) if found else []
+    parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import metric_steps, run_cli, start_cli, wait_for_file
+from helpers import metric_steps, run_cli, start_cli, sweep_runs, wait_for_file
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -59,9 +59,7 @@ def test_a_sweep_through_slurm_is_one_parent_with_finished_children_tagged_with_
         slurm_cluster.cancel(name)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    every = runs(uri, "mnist")
-    (parent,) = [r for r in every if r.data.tags.get("sweep") == "parent"]
-    done = [r for r in every if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    (parent,), done = sweep_runs(MlflowClient(uri), "mnist")
     assert parent.info.status == "FINISHED" and parent.data.tags["jobs"] == "4 FINISHED"
     assert parent.data.tags["best_run_id"] in {r.info.run_id for r in done}
     assert sorted(r.data.params["seed"] for r in done) == ["1", "2", "3", "4"]
@@ -105,9 +103,7 @@ def test_a_job_past_its_time_limit_is_requeued_and_finishes_the_same_run(
     output = result.stdout[-3000:] + result.stderr[-3000:]
     assert result.returncode == 0, output
 
-    every = runs(uri, "digits")
-    (parent,) = [r for r in every if r.data.tags.get("sweep") == "parent"]
-    (child,) = [r for r in every if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    (parent,), (child,) = sweep_runs(MlflowClient(uri), "digits")
     assert parent.info.status == child.info.status == "FINISHED"
     assert int(child.data.tags.get("slurm.restart_count", "0")) >= 1, child.data.tags
     log = Path(child.data.tags["slurm.stdout"]).read_text()

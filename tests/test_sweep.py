@@ -11,7 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 from denselab.threads import machine_cpus
-from helpers import run_cli, start_cli, stop_and_time, wait_for_file
+from helpers import run_cli, start_cli, stop_and_time, sweep_runs, wait_for_file
 
 pytestmark = pytest.mark.slow
 
@@ -25,15 +25,6 @@ FAST = [
 
 def store(tmp_path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-
-
-def sweep_runs(client: MlflowClient, experiment: str = "digits"):
-    """(parents, children) of the experiment."""
-    found = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([found.experiment_id]) if found else []
-    parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    return parents, children
 
 
 def table_of(client: MlflowClient, run_id: str, tmp_path) -> list[dict]:

@@ -10,7 +10,14 @@ from typing import Iterator, NamedTuple
 
 import pytest
 from conftest import only_run
-from helpers import free_port, metric_steps, mlflow_server, postgres_server, run_cli
+from helpers import (
+    free_port,
+    metric_steps,
+    mlflow_server,
+    postgres_server,
+    run_cli,
+    sweep_runs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -140,10 +147,7 @@ def test_a_parallel_sweep_logs_one_parent_and_its_children_to_the_team_server(
     from mlflow import MlflowClient
 
     client = MlflowClient(team_server.url)
-    experiment = client.get_experiment_by_name("team-sweep")
-    runs = client.search_runs([experiment.experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    (parent,), children = sweep_runs(client, "team-sweep")
     assert parent.info.status == "FINISHED"
     assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
     downloads.mkdir()
