@@ -38,6 +38,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *TIME_LIMIT_SIGNALS)
 # Seconds the run gets, after a stop signal, to record its end (KILLED) before the process
 # exits without it: what "honoured within 5 s" leaves after a busy machine schedules the handler.
 GRACE_S = 3.0
+# The same for a time-limit warning: the scheduler allows minutes before its hard kill
+# (signal_delay_s), and a busy node's store may need more than GRACE_S. Whatever happens,
+# the job is then handed on for requeue (see _leave_now).
+TIME_LIMIT_GRACE_S = 30.0
 
 
 # What else must end when this process is stopped, run before it leaves: a sweep run by
@@ -104,13 +108,20 @@ class _StopHandler:
     def __init__(self) -> None:
         self.received: Optional[int] = None
         self.watchdog: Optional[threading.Timer] = None
+        # The handlers ours replaced, by signal: a time-limit signal is handed on to its own.
+        self.previous: dict[int, Any] = {}
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.received is not None:
             # A second signal while the run is being ended: the user insists.
             os._exit(128 + self.received)
         self.received = signum
-        self.watchdog = threading.Timer(GRACE_S, _leave_now, args=(signum,))
+        time_limit = signum in TIME_LIMIT_SIGNALS
+        self.watchdog = threading.Timer(
+            TIME_LIMIT_GRACE_S if time_limit else GRACE_S,
+            _leave_now,
+            args=(signum, self.previous.get(signum) if time_limit else None),
+        )
         self.watchdog.daemon = True
         self.watchdog.start()
         raise RunStopped(signum)
@@ -133,15 +144,19 @@ def _pass_on_time_limit(signum: int, scheduler_handler: Any) -> None:
             log.warning("The job was not requeued: %s", err)
 
 
-def _leave_now(signum: int) -> None:
+def _leave_now(signum: int, scheduler_handler: Any = None) -> None:
     # Runs on the watchdog thread when ending the run took too long, typically a tracking
-    # server that does not answer: the run may still show RUNNING there; resume takes it over.
+    # server that does not answer: the run may still show RUNNING there; resume takes it over,
+    # and so does a requeued sweep job (its stopped run's process is gone), so a time-limit
+    # signal is still handed on to the scheduler's handler.
+    grace = TIME_LIMIT_GRACE_S if signum in TIME_LIMIT_SIGNALS else GRACE_S
     sys.stderr.write(
         f"Stopped by {signal.Signals(signum).name}; the tracking store did not record the end "
-        f"within {GRACE_S:.0f} s, so the run may still show RUNNING: `denselab-train "
+        f"within {grace:g} s, so the run may still show RUNNING: `denselab-train "
         "resume=<run id>` takes it over.\n"
     )
     sys.stderr.flush()
+    _pass_on_time_limit(signum, scheduler_handler)
     os._exit(128 + signum)
 
 
@@ -155,6 +170,7 @@ def stop_on_signals() -> Iterator[None]:
         return
     handler = _StopHandler()
     previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    handler.previous = previous
     try:
         yield
     except RunStopped as stop:
