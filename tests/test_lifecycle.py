@@ -6,13 +6,14 @@ from __future__ import annotations
 import signal
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import only_run
 from helpers import start_cli, stop_and_time, wait_for_file
 
 from denselab.checkpoints import STATE_KEY, AtomicCheckpointIO
 from denselab.data.digits import DigitsDataModule
-from denselab.divergence import DivergenceGuard
+from denselab.divergence import DivergenceGuard, LossDiverged
 
 # Digits in batches of 8: epochs of ~150 steps, long enough that a signal sent after the
 # first checkpoint lands mid-run, short enough to keep each test at seconds.
@@ -130,6 +131,40 @@ def test_time_limit_signal_is_handed_on_to_the_schedulers_handler(tmp_path):
     assert "Stopped by SIGUSR1 before the MLflow run was created." in done.stderr
 
 
+STUCK_THEN_HANDED_ON = """
+import os, signal, sys, time
+from pathlib import Path
+from denselab import lifecycle
+
+marker = Path(sys.argv[1])
+lifecycle.TIME_LIMIT_GRACE_S = 0.5
+signal.signal(signal.SIGUSR2, lambda signum, frame: marker.write_text("requeued"))
+# A store that never records the run's end (a busy node's sqlite, a server that hangs).
+lifecycle.on_stop(lambda signum: time.sleep(60))
+with lifecycle.stop_on_signals():
+    os.kill(os.getpid(), signal.SIGUSR2)
+    signal.pause()
+"""
+
+
+def test_a_time_limit_signal_is_handed_on_even_when_the_run_cannot_be_ended(tmp_path):
+    # The job is requeued all the same: its next try takes over the run left RUNNING.
+    import subprocess
+    import sys
+
+    marker = tmp_path / "marker"
+    done = subprocess.run(
+        [sys.executable, "-c", STUCK_THEN_HANDED_ON, str(marker)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 128 + signal.SIGUSR2, done.stderr
+    assert marker.read_text() == "requeued"
+    assert "did not record the end within 0.5 s" in done.stderr  # the time-limit grace
+    assert "the run may still show RUNNING" in done.stderr
+
+
 def test_a_resumed_fit_measures_growth_from_the_runs_first_loss():
     started = DivergenceGuard()
     started.on_train_batch_end(None, None, {"loss": torch.tensor(2.3)}, None, 0)
@@ -139,3 +174,39 @@ def test_a_resumed_fit_measures_growth_from_the_runs_first_loss():
     for loss in (0.0008, 2.57):
         resumed.on_train_batch_end(None, None, {"loss": torch.tensor(loss)}, None, 1)
     assert resumed.first_loss == pytest.approx(2.3)
+
+
+class _NanAtStep(pl.LightningModule):
+    """A one-layer model whose loss turns nan at training step ``bad``; counts its steps."""
+
+    def __init__(self, bad: int):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.bad, self.steps = bad, 0
+
+    def training_step(self, batch, batch_idx):
+        self.steps += 1
+        loss = self.layer(batch[0]).pow(2).mean()
+        return loss * float("nan") if self.global_step == self.bad else loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+@pytest.mark.parametrize("check_every", [1, 4])
+def test_divergence_read_in_batches_names_the_step_it_happened_at(check_every):
+    # check_every > 1 is what an accelerator gets: no host sync per step.
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(64, 4)))
+    model = _NanAtStep(bad=5)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        callbacks=[DivergenceGuard(check_every=check_every)],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.raises(LossDiverged, match=r"became nan at epoch 0, step 6 \(optimizer.lr=0.01\)"):
+        trainer.fit(model, data)
+    # stopped at the first read after the bad step: step 6 read at once, or with steps 5-8
+    assert model.steps == (6 if check_every == 1 else 8)
