@@ -9,6 +9,12 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 PYTEST_ARGS ?=
+# Tests run in this many pytest-xdist workers: much of the slow tier waits on servers,
+# SLURM and subprocesses, and two workers keep both of CI's two cores busy meanwhile. Each
+# test file runs whole in one worker (a module's server or cluster starts once), in the
+# order tests/conftest.py gives (the longest first).
+TEST_WORKERS ?= 2
+XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 UI_PORT ?= 5000
 
 .PHONY: install train test test-fast lint ui bench pictures clean
@@ -26,11 +32,11 @@ train: install
 
 # Everything, as CI runs it: the fast tier and the slow one (subprocesses, servers, packaging).
 test: install lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The edit loop: no subprocess, server or end-to-end run (under a minute on 2 cores).
 test-fast: install lint
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench docs

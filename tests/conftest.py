@@ -19,6 +19,22 @@ from slurm import slurm_cluster  # noqa: E402, F401  (a fixture: a real one-node
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
+# Where a test file starts in `make test`'s two workers (pytest-xdist, --dist loadfile: each
+# file runs whole in one worker, so a module's cluster or server starts once): SLURM's
+# first (minutes of waiting on its time limits), then the team server's, then files with
+# slow tests, then the rest, to fill in at the end.
+FIRST_FILES = ("test_slurm.py", "test_team_server.py")
+
+
+def _start_order(item: pytest.Item) -> int:
+    if item.path.name in FIRST_FILES:
+        return FIRST_FILES.index(item.path.name)
+    return len(FIRST_FILES) + (0 if item.get_closest_marker("slow") else 1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_start_order)  # stable: within each part, the files' own order
+
 
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory) -> Path:
