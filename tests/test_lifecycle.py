@@ -210,3 +210,53 @@ def test_divergence_read_in_batches_names_the_step_it_happened_at(check_every):
         trainer.fit(model, data)
     # stopped at the first read after the bad step: step 6 read at once, or with steps 5-8
     assert model.steps == (6 if check_every == 1 else 8)
+
+
+SIGNAL_MID_WRITE = """
+import os, signal, sys
+from mlflow import MlflowClient
+from sqlalchemy import event
+from denselab.lifecycle import stop_on_signals
+from denselab.run_logger import RunLogger
+from denselab.tracking import run_status
+
+uri, run_id = sys.argv[1:3]
+logger = RunLogger(tracking_uri=uri, run_id=run_id)
+engine = logger.experiment._tracking_client.store.engine
+sent = []
+
+@event.listens_for(engine, "before_cursor_execute")
+def signal_mid_write(conn, cursor, statement, *args):
+    if statement.startswith("INSERT INTO metrics") and not sent:
+        sent.append(statement)
+        os.kill(os.getpid(), signal.SIGUSR2)  # a time-limit warning, in the transaction
+
+with stop_on_signals(), run_status(MlflowClient(uri), run_id):
+    logger.log_metrics({"val/acc": 0.5, "epoch": 3})
+    signal.pause()
+"""
+
+
+def test_a_stop_signal_during_a_metrics_write_lands_after_it(store_uri):
+    # A signal raised inside SQLAlchemy's transaction left the sqlite store locked by the
+    # process itself: the run's end then failed with "database is locked" (a SLURM job
+    # warned of its time limit while it logged an epoch was never requeued).
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(store_uri)
+    run_id = client.create_run(client.create_experiment("signals")).info.run_id
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_MID_WRITE, store_uri, run_id],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 128 + signal.SIGUSR2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    run = client.get_run(run_id)
+    assert (run.info.status, run.data.tags.get("resumable")) == ("KILLED", "true")
+    # the write went in whole before the stop
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val/acc")] == [(3, 0.5)]

@@ -49,19 +49,36 @@ TIME_LIMIT_GRACE_S = 30.0
 _stop_hooks: list[Callable[[int], None]] = []
 
 
+# Writes under way that a stop signal must not cut in half (signals_held), and the stop
+# signals that arrived meanwhile, raised when the last such write is done.
+_holds = 0
+_deferred: list[int] = []
+
+
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Hold stop signals back while the run's end is written: one that arrives meanwhile
-    (a second Ctrl-C, the SIGTERM a requeue sends) is delivered after it, not in its middle,
-    which would leave the run RUNNING. Main thread only; elsewhere a no-op."""
+    """Hold stop signals back while a store write is under way (the run's end, an epoch's
+    metrics): one that arrives meanwhile is raised after it, not in its middle, which would
+    leave the run RUNNING or the store locked. The signal's grace period (GRACE_S) still
+    runs from its arrival, so a write that hangs does not hold the stop for long.
+
+    Held in denselab's own handler (stop_on_signals), not with a signal mask: the kernel
+    hands a process's signal to any thread that does not block it (MLflow and torch start
+    threads), and Python then runs the handler in the main thread at once all the same."""
+    global _holds
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    _holds += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        _holds -= 1
+        if not _holds and _deferred:  # also when the write failed: the stop comes first
+            signum = _deferred.pop(0)
+            if _deferred:  # a second signal meanwhile: the user insists
+                os._exit(128 + signum)
+            raise RunStopped(signum)
 
 
 def on_stop(hook: Callable[[int], None]) -> None:
@@ -113,6 +130,9 @@ class _StopHandler:
 
     def __call__(self, signum: int, frame: Any) -> None:
         if self.received is not None:
+            if _holds:  # the run's end is being written: leave right after it
+                _deferred.extend([self.received, signum])
+                return
             # A second signal while the run is being ended: the user insists.
             os._exit(128 + self.received)
         self.received = signum
@@ -124,6 +144,9 @@ class _StopHandler:
         )
         self.watchdog.daemon = True
         self.watchdog.start()
+        if _holds:
+            _deferred.append(signum)  # raised when the write under way is done
+            return
         raise RunStopped(signum)
 
 
@@ -169,6 +192,7 @@ def stop_on_signals() -> Iterator[None]:
         yield  # signal handlers can only be set from the main thread
         return
     handler = _StopHandler()
+    _deferred.clear()
     previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     handler.previous = previous
     try:

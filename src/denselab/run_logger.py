@@ -8,6 +8,8 @@ the metrics it wrote, per epoch, so that figures never read them back from the s
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +21,7 @@ from matplotlib.figure import Figure
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from denselab.lifecycle import signals_held
 from denselab.report import Artifacts
 
 DPI = 100
@@ -29,6 +32,21 @@ def exact(value: Any) -> float:
     tensors, and 0.8 would otherwise read 0.800000011920929 in MLflow."""
     value = float(value)
     return float(str(np.float32(value))) if np.isfinite(value) else value
+
+
+def _whole(write: Callable) -> Callable:
+    """Run a write to a local sqlite store with stop signals held back, delivered after it.
+    A signal raises wherever Python is, also inside SQLAlchemy mid-transaction, which can
+    leave this process's own connection holding the database's lock: the run's end could
+    then not be written (``database is locked``). A sqlite write takes milliseconds; a
+    server's may hang, so for servers the signal still lands at once."""
+
+    @functools.wraps(write)
+    def held(self: "RunLogger", *args: Any, **kwargs: Any) -> Any:
+        with signals_held() if self.local_database else contextlib.nullcontext():
+            return write(self, *args, **kwargs)
+
+    return held
 
 
 class RunLogger(MLFlowLogger):
@@ -49,6 +67,7 @@ class RunLogger(MLFlowLogger):
         self._history: dict[int, dict[str, float]] = defaultdict(dict)
         self._loaded = False  # the points a resumed run already has: read once, lazily
         self.figure_paths: list[str] = []  # what this run shows, for its description
+        self.local_database = tracking_uri.startswith("sqlite:")
 
     @property
     def tracking_uri(self) -> str:
@@ -57,6 +76,7 @@ class RunLogger(MLFlowLogger):
     # -- metrics -----------------------------------------------------------------------
 
     @rank_zero_only
+    @_whole
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
         self._load_history()
         metrics = {k: exact(v) for k, v in metrics.items()}
@@ -96,6 +116,12 @@ class RunLogger(MLFlowLogger):
 
     # -- params and tags ---------------------------------------------------------------
 
+    @rank_zero_only
+    @_whole
+    def log_hyperparams(self, params: Any) -> None:
+        super().log_hyperparams(params)
+
+    @_whole
     def tag(self, key: str, value: str) -> None:
         self.experiment.set_tag(self.run_id, key, value)
 
@@ -105,24 +131,30 @@ class RunLogger(MLFlowLogger):
 
     # -- artifacts ---------------------------------------------------------------------
 
+    @_whole
     def figure(self, fig: Figure, name: str) -> None:
         path = f"figures/{name}.png"
         self.experiment.log_figure(self.run_id, fig, path, save_kwargs={"dpi": DPI})
         self.figure_paths.append(path)
 
+    @_whole
     def table(self, frame: pd.DataFrame, name: str) -> None:
         self.experiment.log_table(self.run_id, frame, f"tables/{name}.json")
 
+    @_whole
     def csv(self, frame: pd.DataFrame, name: str) -> None:
         self.experiment.log_text(self.run_id, frame.to_csv(), f"tables/{name}.csv")
 
+    @_whole
     def text(self, text: str, path: str) -> None:
         self.experiment.log_text(self.run_id, text, path)
 
+    @_whole
     def image(self, image: np.ndarray, key: str, step: int) -> None:
         """One image of an MLflow image series (``key``, step = epoch)."""
         self.experiment.log_image(self.run_id, image, key=key, step=step)
 
+    @_whole
     def file(self, path: str | Path, folder: str) -> None:
         self.experiment.log_artifact(self.run_id, str(path), folder)
 
