@@ -68,6 +68,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from denselab.callback_group import grouped
+    from denselab.callbacks import RunCallback
     from denselab.checkpoints import AtomicCheckpointIO
     from denselab.console import progress_bars, quiet_third_party_notices
     from denselab.divergence import DivergenceGuard
@@ -109,7 +111,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
                 checkpoint,
                 DivergenceGuard(),
                 *progress_bars(cfg.trainer.enable_progress_bar),
-                *figures,
+                *grouped(figures, RunCallback),
             ],
             default_root_dir=str(output_dir),
             plugins=[AtomicCheckpointIO()],
