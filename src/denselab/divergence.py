@@ -67,10 +67,14 @@ class DivergenceGuard(pl.Callback):
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor):
             return
+        every = self._every(loss)
+        if every == 1:  # the CPU: read it now, at no cost (this hook runs every step)
+            self._judge(float(loss.detach()), trainer)
+            return
         epoch, step = (trainer.current_epoch, trainer.global_step) if trainer else (0, 0)
         self._pending.append((loss.detach(), epoch, step))
         last_batch = bool(trainer) and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        if len(self._pending) >= self._every(loss) or last_batch:
+        if len(self._pending) >= every or last_batch:
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -82,11 +86,24 @@ class DivergenceGuard(pl.Callback):
         pending, self._pending = self._pending, []
         values = torch.stack([loss for loss, _, _ in pending]).float().cpu().tolist()  # one sync
         for value, (_, epoch, step) in zip(values, pending):
-            if self.first_loss is None and math.isfinite(value):
-                self.first_loss = value
-            if math.isfinite(value) and value <= self.max_growth * max(self.first_loss, 1e-12):
-                continue
-            raise LossDiverged(self._sentence(trainer, value, epoch, step))
+            self._judge(value, trainer, epoch, step)
+
+    def _judge(
+        self,
+        value: float,
+        trainer: Optional[pl.Trainer],
+        epoch: Optional[int] = None,
+        step: Optional[int] = None,
+    ) -> None:
+        """Raise LossDiverged if ``value``, the loss of (``epoch``, ``step``; by default the
+        trainer's current ones), is not finite or has grown too far."""
+        if self.first_loss is None and math.isfinite(value):
+            self.first_loss = value
+        if math.isfinite(value) and value <= self.max_growth * max(self.first_loss, 1e-12):
+            return
+        if epoch is None:
+            epoch, step = (trainer.current_epoch, trainer.global_step) if trainer else (0, 0)
+        raise LossDiverged(self._sentence(trainer, value, epoch, step))
 
     def _sentence(self, trainer: Optional[pl.Trainer], value: float, epoch: int, step: int) -> str:
         optimizers = trainer.optimizers if trainer else []
