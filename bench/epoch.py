@@ -3,7 +3,8 @@
 Both train the course's 784-128-10 network with SGD (lr 0.01, momentum 0.9, nesterov) on
 the same in-memory tensors (48,000 MNIST-shaped images: the course's training split), in
 this one process, and the script prints the ratio of the two. Goals (issue 12): <= 1.3x at
-batch 32, <= 1.15x at batch 128.
+batch 32, <= 1.15x at batch 128. A third path, the plainest LightningModule on the same
+batches, shows how much of the gap is Lightning's own loop and how much denselab's.
 
     python bench/epoch.py [--batch-sizes 32 128] [--repeats 5] [--images 48000] [--threads 1]
                           [--clock wall|cpu]
@@ -21,6 +22,7 @@ import warnings
 from typing import Callable
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
@@ -80,6 +82,31 @@ def denselab_epoch(cfg, datamodule: ImageDataModule) -> float:
     return clock() - start
 
 
+class PlainModule(pl.LightningModule):
+    """Lightning's floor: the plainest LightningModule doing the same step (loss only), on
+    the same batches. denselab's time minus this one is what denselab itself adds."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.net = build_mlp(784, list(cfg.model.hidden_sizes), 10)
+        self.optimizer = instantiate(cfg.optimizer)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return self.optimizer(params=self.parameters())
+
+
+def lightning_epoch(cfg, datamodule: ImageDataModule) -> float:
+    model = PlainModule(cfg)
+    trainer = instantiate(cfg.trainer, logger=False)
+    start = clock()
+    trainer.fit(model, datamodule=datamodule)
+    return clock() - start
+
+
 def handwritten_epoch(cfg, datamodule: ImageDataModule) -> float:
     """The reference: the plainest torch loop doing the same work, the epoch's training loss
     and accuracy included, over the same tensors."""
@@ -129,7 +156,7 @@ def main() -> None:
     )
     print(
         f"{'batch':>6} {'handwritten s':>14} {'denselab s':>11} {'ratio':>6} {'goal':>6} "
-        f"{'overhead/step':>14}"
+        f"{'overhead/step':>14} {'plain Lightning s':>18} {'ratio':>6}"
     )
     goals = {32: 1.3, 128: 1.15}
     for batch_size in args.batch_sizes:
@@ -139,10 +166,11 @@ def main() -> None:
         )
         datamodule.setup()
         # Alternate the two paths so drift in machine load hits both alike.
-        hand, dense = [], []
+        hand, dense, plain = [], [], []
         for _ in range(args.repeats):
             hand.append(handwritten_epoch(cfg, datamodule))
             dense.append(denselab_epoch(cfg, datamodule))
+            plain.append(lightning_epoch(cfg, datamodule))
         ratio = min(dense) / min(hand)
         goal = goals.get(batch_size)
         mark = "" if goal is None else ("ok" if ratio <= goal else "MISS")
@@ -151,7 +179,8 @@ def main() -> None:
         per_step_ms = 1000 * (min(dense) - min(hand)) / steps
         print(
             f"{batch_size:>6} {min(hand):>14.2f} {min(dense):>11.2f} {ratio:>6.2f} "
-            f"{goal_text:>6} {per_step_ms:>11.3f} ms {mark}"
+            f"{goal_text:>6} {per_step_ms:>11.3f} ms {min(plain):>18.2f} "
+            f"{min(plain) / min(hand):>6.2f} {mark}"
         )
 
 
