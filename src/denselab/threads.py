@@ -2,7 +2,8 @@
 
 On a small CPU, the threads of one matrix product must meet after every layer, forward and
 backward; for a network as small as the course's (784-128-10 at batch 32) that meeting
-costs more than a second core gives, and one thread trains about 15 % faster than two.
+costs what a second core gives: on 2 idle cores its run is as fast on one thread as on
+two, and on a machine whose other core is busy one thread is far faster.
 Past a certain amount of arithmetic per step more threads win. ``bench/threads.py``
 measures where; :func:`auto_threads` encodes it.
 """
@@ -16,13 +17,15 @@ from typing import Optional, Sequence
 log = logging.getLogger(__name__)
 
 # Multiply-adds per training step (forward; backward is twice that) from which more than
-# one thread is faster. bench/threads.py on 2 cores (torch 2.13 CPU build), fastest of
-# many tries: two threads lose at 3.3 million (the course's 784-128-10 at batch 32: 15 %
-# slower over a whole run), break even at 4-5 million, and win by 25-35 % from about 20
-# million. Between those the step's Python overhead, which no thread count speeds up,
-# eats most of the gain, so the bar sits where the gain is clear. On a machine whose other
-# core is busy, two threads wait on each other and can be many times slower: set threads=1.
-MANY_THREADS_FROM_MACS = 20_000_000
+# one thread is faster. bench/threads.py on 2 idle cores (torch 2.13 CPU build, step time
+# 1 thread against 2): up to 3.3 million (the course's 784-128-10 at batch 32) two threads
+# are no faster (0.97-1.04x) and over a whole run slower; at 4-5.4 million they gain 3-17 %;
+# from 12.6 million on, every network measured gains 16-32 % (0.68-0.84x), and 40-45 %
+# from about 50 million. Between 5.4 and 12.6 million the step's Python overhead, which no
+# thread count speeds up, eats most of the gain, so the bar sits where the gain is clear.
+# On a machine whose other core is busy, two threads wait on each other and can be many
+# times slower: set threads=1.
+MANY_THREADS_FROM_MACS = 10_000_000
 
 
 def step_macs(widths: Sequence[int], batch_size: int) -> int:
