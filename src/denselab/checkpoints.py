@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -63,17 +64,14 @@ class RunCheckpoint(ModelCheckpoint):
     def __init__(self, upload_last: bool = True, **kwargs: Any):
         kwargs["save_on_train_epoch_end"] = True
         kwargs.setdefault("save_last", True)
-        self._state_key: Optional[str] = None
         super().__init__(**kwargs)
         self.upload_last = upload_last
 
-    @property
+    @functools.cached_property
     def state_key(self) -> str:
         # Lightning reads it at every callback hook it calls, six times a step, and
         # ModelCheckpoint builds it anew each time from settings fixed at __init__.
-        if self._state_key is None:
-            self._state_key = super().state_key
-        return self._state_key
+        return super().state_key
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         # Saving every N steps or every so often is off unless asked for: then there is

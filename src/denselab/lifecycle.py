@@ -44,6 +44,10 @@ GRACE_S = 3.0
 TIME_LIMIT_GRACE_S = 30.0
 
 
+def _grace(signum: int) -> float:
+    return TIME_LIMIT_GRACE_S if signum in TIME_LIMIT_SIGNALS else GRACE_S
+
+
 # What else must end when this process is stopped, run before it leaves: a sweep run by
 # Hydra's basic launcher ends its parent run KILLED here. Each gets the signal's number.
 _stop_hooks: list[Callable[[int], None]] = []
@@ -136,11 +140,8 @@ class _StopHandler:
             # A second signal while the run is being ended: the user insists.
             os._exit(128 + self.received)
         self.received = signum
-        time_limit = signum in TIME_LIMIT_SIGNALS
         self.watchdog = threading.Timer(
-            TIME_LIMIT_GRACE_S if time_limit else GRACE_S,
-            _leave_now,
-            args=(signum, self.previous.get(signum) if time_limit else None),
+            _grace(signum), _leave_now, args=(signum, self.previous.get(signum))
         )
         self.watchdog.daemon = True
         self.watchdog.start()
@@ -167,19 +168,19 @@ def _pass_on_time_limit(signum: int, scheduler_handler: Any) -> None:
             log.warning("The job was not requeued: %s", err)
 
 
-def _leave_now(signum: int, scheduler_handler: Any = None) -> None:
+def _leave_now(signum: int, scheduler_handler: Any) -> None:
     # Runs on the watchdog thread when ending the run took too long, typically a tracking
     # server that does not answer: the run may still show RUNNING there; resume takes it over,
     # and so does a requeued sweep job (its stopped run's process is gone), so a time-limit
     # signal is still handed on to the scheduler's handler.
-    grace = TIME_LIMIT_GRACE_S if signum in TIME_LIMIT_SIGNALS else GRACE_S
     sys.stderr.write(
         f"Stopped by {signal.Signals(signum).name}; the tracking store did not record the end "
-        f"within {grace:g} s, so the run may still show RUNNING: `denselab-train "
+        f"within {_grace(signum):g} s, so the run may still show RUNNING: `denselab-train "
         "resume=<run id>` takes it over.\n"
     )
     sys.stderr.flush()
-    _pass_on_time_limit(signum, scheduler_handler)
+    if signum in TIME_LIMIT_SIGNALS:
+        _pass_on_time_limit(signum, scheduler_handler)
     os._exit(128 + signum)
 
 

@@ -23,6 +23,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from denselab.lifecycle import signals_held
 from denselab.report import Artifacts
+from denselab.store import sqlite_path
 
 DPI = 100
 
@@ -67,11 +68,15 @@ class RunLogger(MLFlowLogger):
         self._history: dict[int, dict[str, float]] = defaultdict(dict)
         self._loaded = False  # the points a resumed run already has: read once, lazily
         self.figure_paths: list[str] = []  # what this run shows, for its description
-        self.local_database = tracking_uri.startswith("sqlite:")
 
     @property
     def tracking_uri(self) -> str:
         return self._tracking_uri
+
+    @property
+    def local_database(self) -> bool:
+        """Whether the run's store is a sqlite file (its writes are held, see _whole)."""
+        return sqlite_path(self._tracking_uri) is not None
 
     # -- metrics -----------------------------------------------------------------------
 

@@ -46,7 +46,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     from denselab.resume import prepare_resume
     from denselab.sweep import config_hash, sweep_job
 
-    job, resume = sweep_job(cfg, overrides) if not cfg.get("resume") else None, None
+    job = sweep_job(cfg, overrides) if not cfg.get("resume") else None
+    resume = None
     if job is not None:  # a job of a sweep: maybe done already, or stopped and resumable
         fingerprint = config_hash(cfg)
         done = job.finished_run(fingerprint)
