@@ -76,6 +76,11 @@ def denselab_epoch(cfg, datamodule: ImageDataModule) -> float:
         num_classes=datamodule.num_classes,
         optimizer=instantiate(cfg.optimizer),
     )
+    return timed_fit(cfg, model, datamodule)
+
+
+def timed_fit(cfg, model: pl.LightningModule, datamodule: ImageDataModule) -> float:
+    """Seconds of one ``fit`` (one epoch) through the Trainer the config makes."""
     trainer = instantiate(cfg.trainer, logger=False)
     start = clock()
     trainer.fit(model, datamodule=datamodule)
@@ -100,11 +105,7 @@ class PlainModule(pl.LightningModule):
 
 
 def lightning_epoch(cfg, datamodule: ImageDataModule) -> float:
-    model = PlainModule(cfg)
-    trainer = instantiate(cfg.trainer, logger=False)
-    start = clock()
-    trainer.fit(model, datamodule=datamodule)
-    return clock() - start
+    return timed_fit(cfg, PlainModule(cfg), datamodule)
 
 
 def handwritten_epoch(cfg, datamodule: ImageDataModule) -> float:
