@@ -59,7 +59,8 @@ class Tiny(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def fit(callbacks, epochs=2, **kwargs):
+def fit(callbacks, epochs=2, ckpt_path=None):
+    """A real fit of three one-image batches an epoch; returns the Trainer."""
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(3, 2)))
     trainer = pl.Trainer(
         max_epochs=epochs,
@@ -67,9 +68,9 @@ def fit(callbacks, epochs=2, **kwargs):
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        **kwargs,
+        enable_checkpointing=False,
     )
-    trainer.fit(Tiny(), data)
+    trainer.fit(Tiny(), data, ckpt_path=ckpt_path)
     return trainer
 
 
@@ -78,7 +79,7 @@ def test_the_group_calls_what_its_members_override_in_order_and_nothing_else():
     group = CallbackGroup([Recorder("a", calls), EveryStep("b", calls), Recorder("c", calls)])
     # hooks nobody overrides stay Lightning's no-ops: one cheap call, not three
     assert "on_before_backward" not in vars(group) and "on_train_batch_start" not in vars(group)
-    fit([group], enable_checkpointing=False)
+    fit([group])
     assert calls == [
         *[("b", "on_train_batch_end")] * 3,
         ("a", "on_train_epoch_end"),
@@ -96,20 +97,11 @@ def test_the_group_calls_what_its_members_override_in_order_and_nothing_else():
 
 def test_members_state_goes_into_the_checkpoint_and_comes_back(tmp_path):
     counted = Counted()
-    trainer = fit([CallbackGroup([counted, Recorder("a", [])])], enable_checkpointing=False)
+    trainer = fit([CallbackGroup([counted, Recorder("a", [])])])
     path = tmp_path / "group.ckpt"
     trainer.save_checkpoint(path)
     restored = Counted()
-    again = pl.Trainer(
-        max_epochs=3,
-        callbacks=[CallbackGroup([restored, Recorder("a", [])])],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(3, 2)))
-    again.fit(Tiny(), data, ckpt_path=str(path))
+    fit([CallbackGroup([restored, Recorder("a", [])])], epochs=3, ckpt_path=str(path))
     assert (counted.count, restored.count) == (2, 3)  # 2 from the checkpoint, 1 more epoch
 
 

@@ -31,32 +31,31 @@ def slurm_sweep(cluster, job_name: str) -> list[str]:
     ]
 
 
+def run_slurm_sweep(cluster, job_name: str, overrides: list[str], tmp_path: Path, timeout: float):
+    """The sweep command through SLURM; its jobs are cancelled whatever happens."""
+    args = [*slurm_sweep(cluster, job_name), *overrides, *QUIET]
+    try:
+        return run_cli(args, tmp_path, timeout=timeout, env=cluster.env)
+    finally:
+        cluster.cancel(job_name)
+
+
 def store(path: Path) -> str:
     return f"sqlite:///{path / 'mlruns' / 'mlflow.db'}"
-
-
-def runs(uri: str, experiment: str) -> list:
-    client = MlflowClient(uri)
-    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
 
 
 def test_a_sweep_through_slurm_is_one_parent_with_finished_children_tagged_with_their_jobs(
     slurm_cluster, mnist_dir, tmp_path
 ):
-    uri, name = store(tmp_path), "denselab-sweep"
-    args = [
-        *slurm_sweep(slurm_cluster, name),
+    uri = store(tmp_path)
+    overrides = [
         f"data.dir={mnist_dir}",
         "data.mirrors=[]",
         "trainer.max_epochs=2",
         "seed=1,2,3,4",
         f"tracking.uri={uri}",
-        *QUIET,
     ]
-    try:
-        result = run_cli(args, tmp_path, timeout=400, env=slurm_cluster.env)
-    finally:
-        slurm_cluster.cancel(name)
+    result = run_slurm_sweep(slurm_cluster, "denselab-sweep", overrides, tmp_path, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     (parent,), done = sweep_runs(MlflowClient(uri), "mnist")
@@ -79,9 +78,8 @@ def test_a_sweep_through_slurm_is_one_parent_with_finished_children_tagged_with_
 def test_a_job_past_its_time_limit_is_requeued_and_finishes_the_same_run(
     slurm_cluster, tmp_path
 ):
-    uri, name, epochs = store(tmp_path), "denselab-limit", 1000
-    args = [
-        *slurm_sweep(slurm_cluster, name),
+    uri, epochs = store(tmp_path), 1000
+    overrides = [
         "data=digits",
         "seed=1",
         # About 67 s of training at 15 epochs a second: more than a first try holds.
@@ -94,12 +92,8 @@ def test_a_job_past_its_time_limit_is_requeued_and_finishes_the_same_run(
         "hydra.launcher.signal_delay_s=45",
         "hydra.launcher.max_num_timeout=8",
         f"tracking.uri={uri}",
-        *QUIET,
     ]
-    try:
-        result = run_cli(args, tmp_path, timeout=900, env=slurm_cluster.env)
-    finally:
-        slurm_cluster.cancel(name)
+    result = run_slurm_sweep(slurm_cluster, "denselab-limit", overrides, tmp_path, timeout=900)
     output = result.stdout[-3000:] + result.stderr[-3000:]
     assert result.returncode == 0, output
 
@@ -150,7 +144,7 @@ def test_scancel_ends_the_run_killed_and_resume_finishes_it(slurm_cluster, tmp_p
     # The run goes on outside SLURM, from the checkpoint of the cancelled job.
     resumed = run_cli([f"resume={run.info.run_id}", f"tracking.uri={uri}", *QUIET], tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    (run,) = job_runs(uri, "digits")
+    _, (run,) = sweep_runs(client, "digits")
     assert run.info.status == "FINISHED"
     assert metric_steps(client, run.info.run_id, "val/acc") == list(range(epochs))
 
@@ -174,16 +168,11 @@ def test_a_slurm_that_does_not_answer_ends_the_sweep_in_one_sentence(slurm_clust
     assert list(work.iterdir()) == []
 
 
-def job_runs(uri: str, experiment: str) -> list:
-    """The experiment's runs of sweep jobs (not the sweeps' parent runs)."""
-    return [r for r in runs(uri, experiment) if r.data.tags.get("sweep") != "parent"]
-
-
 def wait_for_end(uri: str, experiment: str, timeout: float = 60):
     """The experiment's one job run, once it is no longer RUNNING."""
     deadline = time.monotonic() + timeout
     while True:
-        (run,) = job_runs(uri, experiment)
+        _, (run,) = sweep_runs(MlflowClient(uri), experiment)
         if run.info.status != "RUNNING" or time.monotonic() > deadline:
             return run
         time.sleep(0.5)
