@@ -92,6 +92,16 @@ def only_run(uri: str, experiment: str = "mnist"):
     return client, runs[0]
 
 
+def no_runs(uri: str) -> None:
+    """Nothing was recorded in the store at ``uri``: no run at all (and so none RUNNING)."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        return
+    client = MlflowClient(uri)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(ids) if ids else []
+    assert not runs, [(r.info.run_name, r.info.status) for r in runs]
+
+
 def fashion_mnist_or_skip() -> Path:
     if all(
         (FASHION_DIR / f).is_file()

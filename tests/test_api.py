@@ -49,6 +49,53 @@ def test_fit_logs_the_same_run_and_returns_what_it_made(
     assert clf.classes == [str(d) for d in range(10)]
 
 
+def process_state() -> dict:
+    """What a caller's process holds that a fit must not change."""
+    import logging
+    import os
+    import warnings
+
+    import mlflow
+    import torch
+
+    loggers = [("", logging.getLogger()), *logging.root.manager.loggerDict.items()]
+    return {
+        "environment": dict(os.environ),
+        "tracking uri": mlflow.get_tracking_uri(),
+        "registry uri": mlflow.get_registry_uri(),
+        "active run": mlflow.active_run(),
+        "loggers": {
+            name: (logger.level, list(logger.handlers), logger.propagate, logger.disabled)
+            for name, logger in loggers
+            if isinstance(logger, logging.Logger)
+        },
+        "warning filters": list(warnings.filters),
+        "torch threads": torch.get_num_threads(),
+    }
+
+
+def test_fit_leaves_the_callers_process_as_it_found_it(mnist_dir, store_uri, tmp_path):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'notebook.db'}")  # the notebook's own store
+    try:
+        before = process_state()
+        result = fit(
+            f"data.dir={mnist_dir}", f"tracking.uri={store_uri}", "trainer.max_epochs=1",
+            "callbacks=none", "tracking.log_model=false", "trainer.enable_progress_bar=false",
+            output_dir=tmp_path / "out",
+        )
+        after = process_state()
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert result.metrics["test/acc"] > 0.1
+    for key, value in before.items():
+        if key == "loggers":  # loggers the fit's imports made are new, not changed
+            assert {name: after[key][name] for name in value} == value
+        else:
+            assert after[key] == value, key
+
+
 @pytest.mark.parametrize(
     "overrides, words",
     [

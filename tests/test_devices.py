@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from types import SimpleNamespace
+
 import pytest
 import torch
 from conftest import only_run
@@ -24,6 +27,31 @@ def test_ranks_share_one_permutation_and_as_many_batches():
     # Validation and test: the whole split on every rank.
     whole = TensorBatches(split, 4, False, rank=1, world_size=3)
     assert torch.equal(torch.cat([y for _, y in whole]), torch.arange(10))
+
+
+def _examples(batches) -> Counter:
+    """Each (image, label) an iterable of batches holds, counted: digits repeats some images,
+    so a set would hide an image trained on twice."""
+    return Counter((x.numpy().tobytes(), int(y)) for xs, ys in batches for x, y in zip(xs, ys))
+
+
+def test_each_rank_trains_on_its_own_half_of_the_training_split():
+    # One data module per process, as under DDP: each sees only its own rank in the trainer.
+    seen = []
+    for rank in (0, 1):
+        data = DigitsDataModule(dir="unused", seed=42)
+        data.setup()
+        data.trainer = SimpleNamespace(
+            global_rank=rank,
+            world_size=2,
+            strategy=SimpleNamespace(root_device=torch.device("cpu")),
+        )
+        seen.append(_examples(data.train_dataloader()))
+    whole = _examples([(data.splits["train"].images(), data.splits["train"].y)])
+    assert whole.total() == DIGITS_TRAIN
+    assert [half.total() for half in seen] == [DIGITS_TRAIN // 2] * 2
+    # Halves that add up to the whole split exactly: every image once, on one rank only.
+    assert seen[0] + seen[1] == whole
 
 
 @pytest.mark.slow

@@ -173,3 +173,42 @@ def test_grey_weight_tiles_share_a_scale_symmetric_about_zero():
     fig = figures.weights_figure(tiles, ["a", "b", "c"], "Weights")
     limits = {ax.images[0].get_clim() for ax in fig.axes if ax.images}
     assert limits == {(-0.5, 0.5)}
+
+
+def test_confusion_matrix_draws_true_classes_down_and_predicted_across():
+    # Non-symmetric on purpose: a transposed drawing would move the 7 of "true 0, predicted 2".
+    pairs = [(0, 2)] * 7 + [(0, 0)] * 50 + [(1, 0)] * 3 + [(1, 1)] * 40 + [(2, 2)] * 30
+    truth = np.zeros((3, 3), dtype=int)
+    for true, predicted in pairs:
+        truth[true, predicted] += 1
+    targets, predicted = np.array(pairs).T
+    counts = analysis.confusion_counts(targets, predicted, 3)
+    fig = figures.confusion_figure(counts, ["a", "b", "c"], "Confusion")
+    ax = fig.axes[0]
+
+    drawn = ax.images[0].get_array()
+    assert np.array_equal(drawn.filled(0), truth)
+    assert drawn.mask.tolist() == (truth == 0).tolist()  # empty cells stay white
+    # each count written in its cell: x = predicted class, y = true class
+    cells = [(t.get_position(), t.get_text()) for t in ax.texts]
+    written = {(round(y), round(x)): text for (x, y), text in cells}
+    assert written == {(t, p): str(n) for (t, p), n in np.ndenumerate(truth) if n}
+    assert ax.yaxis_inverted()  # row 0, the first true class, at the top
+
+
+def test_first_layer_weight_figure_draws_positive_green_negative_purple():
+    tiles = np.zeros((1, 4, 4))
+    tiles[0, 0, 0], tiles[0, 3, 3] = 0.3, -0.3
+    fig = figures.weights_figure(tiles, ["unit 0"], "Weights")
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(float) / 255
+    ax = next(ax for ax in fig.axes if ax.images and ax.get_title() == "unit 0")
+
+    def colour(row, col):
+        x, y = ax.transData.transform((col, row))  # display pixels, y from the bottom
+        return pixels[pixels.shape[0] - 1 - int(y), int(x)]
+
+    positive, negative, zero = colour(0, 0), colour(3, 3), colour(1, 2)
+    assert positive[1] > max(positive[0], positive[2]) + 0.1  # green
+    assert min(negative[0], negative[2]) > negative[1] + 0.1  # purple
+    assert zero == pytest.approx(np.array(to_rgb("white")), abs=0.04)

@@ -80,7 +80,7 @@ def test_parallel_sweep_is_one_parent_with_its_children_and_a_rerun_runs_nothing
 
     again = run_cli(command, tmp_path)
     assert again.returncode == 0, said(again)
-    assert said(again).count("Skipped: the same config FINISHED") == 4
+    assert said(again).count("Skipped: the same config and data FINISHED") == 4
     (parent_again,), children_again = sweep_runs(client)
     assert parent_again.info.run_id == parent.info.run_id
     assert parent_again.info.status == "FINISHED"

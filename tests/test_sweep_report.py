@@ -126,12 +126,17 @@ def test_the_same_command_is_the_same_sweep_whatever_launches_it():
 
 
 def test_config_hash_ignores_speed_and_storage_not_what_is_trained(compose_cfg):
-    base = sweep.config_hash(compose_cfg(["data=digits"]))
-    assert sweep.config_hash(compose_cfg(["data=digits", "threads=2"])) == base
-    assert sweep.config_hash(compose_cfg(["data=digits", "tracking.uri=sqlite:////x.db"])) == base
-    assert sweep.config_hash(compose_cfg(["data=digits", "callbacks=none"])) == base
-    assert sweep.config_hash(compose_cfg(["data=digits", "optimizer.lr=0.5"])) != base
-    assert sweep.config_hash(compose_cfg(["data=digits", "seed=1"])) != base
+    def hashed(*overrides: str, data: str = "d1") -> str:
+        return sweep.config_hash(compose_cfg(["data=digits", *overrides]), data)
+
+    base = hashed()
+    assert hashed("threads=2") == base
+    assert hashed("tracking.uri=sqlite:////x.db") == base
+    assert hashed("callbacks=none") == base
+    assert hashed("data.dir=/elsewhere") == base  # the same data, moved
+    assert hashed("optimizer.lr=0.5") != base
+    assert hashed("seed=1") != base
+    assert hashed(data="d2") != base  # the same settings on other data
 
 
 def test_swept_values_are_the_jobs_overrides_as_typed():

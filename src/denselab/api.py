@@ -13,10 +13,14 @@ caller's process, and logs the same MLflow run; bad overrides raise the same
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from denselab.errors import ConfigError, first_line
 
@@ -78,9 +82,10 @@ def fit(*overrides: str, output_dir: Optional[str | Path] = None) -> FitResult:
         flat.extend([item] if isinstance(item, str) else list(item))
     cfg = compose_config(tuple(flat))
     out = Path(output_dir) if output_dir else _new_output_dir()
-    from denselab.train import train
+    with process_as_found():
+        from denselab.train import train
 
-    result = train(cfg, out, flat)
+        result = train(cfg, out, flat)
     return FitResult(
         run_id=result.run_id,
         metrics=dict(result),
@@ -99,9 +104,42 @@ def load(model: str | Path, tracking_uri: Optional[str] = None):
     else ./mlruns). Returns a :class:`~denselab.classifier.Classifier`: ``.predict(images)``
     (an array, or a folder, glob, .npy or IDX path) gives a DataFrame, ``.classes`` the
     class names."""
-    from denselab.classifier import load as load_classifier
+    with process_as_found():
+        from denselab.classifier import load as load_classifier
 
-    return load_classifier(model, tracking_uri)
+        return load_classifier(model, tracking_uri)
+
+
+@contextlib.contextmanager
+def process_as_found() -> Iterator[None]:
+    """Leave the caller's process as it was: its environment, MLflow's tracking and registry
+    URIs, the levels and handlers of its loggers, its warning filters and torch's thread
+    count. A notebook's later MLflow calls must not land in the store a fit wrote to, nor a
+    second fit find the first one's run id in the environment."""
+    import mlflow.tracking._model_registry.utils as registry
+    import mlflow.tracking._tracking_service.utils as tracking
+    import torch
+
+    saved_env = dict(os.environ)
+    uris = (tracking._tracking_uri, registry._registry_uri)
+    loggers = {
+        name: (logger, logger.level, list(logger.handlers), logger.propagate, logger.disabled)
+        for name, logger in [("", logging.getLogger()), *logging.root.manager.loggerDict.items()]
+        if isinstance(logger, logging.Logger)
+    }
+    threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings():  # the filters as they were, once it ends
+            yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        tracking._tracking_uri, registry._registry_uri = uris
+        for logger, level, handlers, propagate, disabled in loggers.values():
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
+            logger.propagate, logger.disabled = propagate, disabled
+        torch.set_num_threads(threads)
 
 
 def _new_output_dir() -> Path:

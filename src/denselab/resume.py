@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from denselab.errors import ConfigError, TrackingError
 from denselab.store import sqlite_path
+from denselab.data.digest import DATA_TAG
 from denselab.tracking import experiment_name, open_store, tracking_uri
 
 log = logging.getLogger("denselab")
@@ -39,6 +40,8 @@ MAY_CHANGE = (
     "tracking.uri",
     "tracking.skip_finished",
     "data.dir",
+    "data.csv",
+    "data.images",
     "data.mirrors",
     "data.system_dirs",
     "callbacks",
@@ -54,6 +57,7 @@ class Resume:
     cfg: DictConfig  # the run's own settings, with the changes resume allows
     checkpoint: Optional[Path]  # what training continues from; None: from epoch 0
     checkpoint_dir: Path  # where the resumed run writes its checkpoints
+    data_digest: Optional[str] = None  # what its data was (denselab.data.digest); None: unknown
 
 
 def prepare_resume(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> Optional[Resume]:
@@ -86,7 +90,21 @@ def prepare_resume(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) 
         run_cfg.data.dir = str(Path(start_dir) / run_cfg.data.dir)  # the data it trained on
     run_cfg.resume = run_id
     checkpoint, checkpoint_dir = locate_checkpoint(client, run, output_dir)
-    return Resume(run_id, run_cfg, checkpoint, checkpoint_dir)
+    digest = run.data.tags.get(DATA_TAG) or None
+    return Resume(run_id, run_cfg, checkpoint, checkpoint_dir, digest)
+
+
+def refuse_other_data(resume: Resume, data_digest: str) -> None:
+    """Refuse to continue a run on data other than what it trained on: the same settings on
+    other images would be another run under the old one's name. A run from before data
+    digests were recorded cannot be checked, and is continued."""
+    if resume.data_digest and resume.data_digest != data_digest:
+        raise ConfigError(
+            f"resume={resume.run_id}: the data differs from what the run trained on (data "
+            f"digest {data_digest} here, {resume.data_digest} in the run), so continuing would "
+            "mix two datasets in one run; point data.dir at the run's data, or start a new run "
+            "without resume=."
+        )
 
 
 def find_run(client: MlflowClient, wanted: str, experiment: str, uri: str) -> Run:
@@ -190,12 +208,24 @@ def merged_config(run_cfg: DictConfig, cfg: DictConfig, overrides: Sequence[str]
                     f"(from {old} to {new}); leave it at {old} or more."
                 )
             OmegaConf.update(merged, key, new, force_add=True)
+            if key == "data.dir" and old is not None:
+                _follow_the_folder(merged, str(old), str(new), override_keys(overrides))
         elif new != old:
             raise ConfigError(
                 f"resume={cfg.resume} cannot change {key} (from {old} to {new}): that would "
                 "be a different run; drop the override, or start a new run without resume=."
             )
     return merged
+
+
+def _follow_the_folder(merged: DictConfig, old_dir: str, new_dir: str, given: Sequence[str]) -> None:
+    """Files the run found under its old ``data.dir`` (an image table's ``csv`` and
+    ``images``, logged as resolved paths) are looked for under the new one, unless the
+    command names them itself. Whether it is the same data, the run's data digest decides."""
+    prefix = old_dir.rstrip("/") + "/"
+    for key, value in merged.data.items():
+        if isinstance(value, str) and value.startswith(prefix) and f"data.{key}" not in given:
+            merged.data[key] = str(Path(new_dir) / value[len(prefix) :])
 
 
 def override_keys(overrides: Sequence[str], keep_resume: bool = False) -> list[str]:

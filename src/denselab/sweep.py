@@ -10,7 +10,7 @@ FINISHED when every job finished, FAILED otherwise.
 
 The same sweep command run again is the same sweep (its parent is found by ``sweep_key``, a
 hash of the command's overrides and the sweeper's settings): a job whose identical config
-(``config_hash``) already FINISHED in the experiment is not run again, and a job of this
+and data (``config_hash``) already FINISHED in the experiment is not run again, and a job of this
 sweep that was stopped continues its own run from its checkpoint. ``tracking.skip_finished
 =false`` runs everything anew, under a new parent.
 """
@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
+
+from denselab.data.digest import DATA_TAG
 
 log = logging.getLogger("denselab")
 
@@ -79,14 +81,17 @@ def sweep_key(config: DictConfig) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def config_hash(cfg: DictConfig) -> str:
+def config_hash(cfg: DictConfig, data_digest: str) -> str:
     """What makes two runs the same run: the settings they are compared by (the run's
-    params), not where they are stored, how fast they train, or what they draw."""
+    params), not where they are stored, how fast they train, or what they draw; and the
+    content of the data they train and are scored on (``data_digest``, see
+    :mod:`denselab.data.digest`), not where it lies."""
     from denselab.tracking import run_params
 
     params = run_params(cfg)
     for key in ("threads", "resume"):
         params.pop(key, None)
+    params[DATA_TAG] = data_digest
     blob = json.dumps(params, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -404,7 +409,7 @@ def record_failed_job(cfg: DictConfig, overrides: Sequence[str], error: BaseExce
     if job is None:
         return
     tags = {**job.tags(), "error": f"{type(error).__name__}: {first_line(error)}"[:5000]}
-    tags[CONFIG_TAG] = config_hash(cfg)
+    tags[CONFIG_TAG] = config_hash(cfg, "")  # its data never loaded: matches no run
     tags["overrides"] = " ".join(overrides)
     run = job.client.create_run(job.experiment_id, run_name=job.run_name(run_name(cfg)), tags=tags)
     job.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))

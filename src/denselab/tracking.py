@@ -58,6 +58,7 @@ def run_name(cfg: DictConfig) -> str:
 
 def start_run(
     cfg: DictConfig,
+    data_digest: str,
     overrides: Sequence[str] = (),
     resume_run_id: Optional[str] = None,
     tags: Optional[Mapping[str, str]] = None,
@@ -65,14 +66,18 @@ def start_run(
 ) -> tuple[MlflowClient, str, str]:
     """Create the run (and store and experiment where new), or take over ``resume_run_id``
     (checked by :func:`denselab.resume.prepare_resume`); returns (client, run id, uri).
-    ``tags`` and ``name`` are a sweep's (parent, swept values), see denselab.sweep."""
+    ``tags`` and ``name`` are a sweep's (parent, swept values), see denselab.sweep;
+    ``data_digest`` the content of the data it trains on (denselab.data.digest)."""
+    from denselab.data.digest import DATA_TAG
     from denselab.sweep import CONFIG_TAG, config_hash
 
     uri = tracking_uri(cfg)
     client = open_store(uri)
     process = {"host": socket.gethostname(), "pid": str(os.getpid()), **(tags or {})}
     process.update(scheduler_tags())  # the SLURM job that runs it now, and its log files
-    process[CONFIG_TAG] = config_hash(cfg)  # what a later sweep recognises this run by
+    # What a later sweep recognises this run by, and a resume checks its data against.
+    process[CONFIG_TAG] = config_hash(cfg, data_digest)
+    process[DATA_TAG] = data_digest
     if resume_run_id:
         client.update_run(resume_run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         for key, value in process.items():

@@ -43,26 +43,12 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     run, once created, always ends FINISHED, FAILED or KILLED.
     """
     validate_config(cfg)
-    from denselab.resume import prepare_resume
+    from denselab.resume import prepare_resume, refuse_other_data
     from denselab.sweep import config_hash, sweep_job
 
     job = sweep_job(cfg, overrides) if not cfg.get("resume") else None
-    resume = None
-    if job is not None:  # a job of a sweep: maybe done already, or stopped and resumable
-        fingerprint = config_hash(cfg)
-        done = job.finished_run(fingerprint)
-        if done is not None:
-            job.reuse(done)
-            log.info(
-                "Skipped: the same config FINISHED as run %s (%s); tracking.skip_finished="
-                "false runs it again",
-                done.info.run_id,
-                done.info.run_name,
-            )
-            return RunResult(dict(done.data.metrics), done.info.run_id, job.client.tracking_uri)
-        resume = _resume_stopped(cfg, job, fingerprint, overrides, output_dir)
     # Before the heavy imports, so that a resume that cannot be done is refused at once.
-    resume = resume or prepare_resume(cfg, overrides, output_dir)
+    resume = prepare_resume(cfg, overrides, output_dir)
     cfg = resume.cfg if resume else cfg
     # Imported here, not at the top: Lightning and MLflow take seconds to import, and
     # `--cfg job`, `--help` and config errors should answer at once.
@@ -80,11 +66,35 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     from denselab.tracking import run_name, run_status, start_run, tracking_uri
 
     quiet_third_party_notices()
+    _quiet_irrelevant_warnings()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    # The data before the run: a job is its config and its data, and data that cannot be
+    # loaded is a sentence, not a FAILED run.
+    data = prepare_data(cfg)
+    digest = data.content_digest()
+    if resume is not None:
+        refuse_other_data(resume, digest)
+    if job is not None:  # a job of a sweep: maybe done already, or stopped and resumable
+        fingerprint = config_hash(cfg, digest)
+        done = job.finished_run(fingerprint)
+        if done is not None:
+            job.reuse(done)
+            log.info(
+                "Skipped: the same config and data FINISHED as run %s (%s); "
+                "tracking.skip_finished=false runs it again",
+                done.info.run_id,
+                done.info.run_name,
+            )
+            return RunResult(dict(done.data.metrics), done.info.run_id, job.client.tracking_uri)
+        resume = _resume_stopped(cfg, job, fingerprint, overrides, output_dir)
+        cfg = resume.cfg if resume else cfg
+
     run_id, uri = joined_run(), tracking_uri(cfg)
     checkpoint_dir = resume.checkpoint_dir if resume else output_dir / "checkpoints"
     if run_id is None:  # rank zero: the one process that creates, ends and reports the run
         client, run_id, uri = start_run(
             cfg,
+            digest,
             overrides,
             resume.run_id if resume else None,
             tags=job.tags() if job else None,
@@ -96,10 +106,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     else:
         lifetime = contextlib.nullcontext()
     with lifetime:
-        _quiet_irrelevant_warnings()
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
         run = instantiate(cfg.logger, tracking_uri=uri, run_id=run_id)
-        data = prepare_data(cfg)
         model = build_model(cfg, data)
         apply_threads(cfg.threads, model.layer_widths, cfg.data.batch_size)
         evaluator = Evaluator(model, data)

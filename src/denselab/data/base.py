@@ -17,6 +17,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from denselab.data.digest import array_digest, data_digest
 from denselab.errors import DataError
 from denselab.pixels import as_float
 
@@ -161,6 +162,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.splits: dict[str, Split] = {}
         self.unlabeled: Optional[Unlabeled] = None
         self._on_device: dict[str, Split] = {}
+        self._digests: dict[str, str] = {}
         # Draws each epoch's training order; its state is saved with every checkpoint, so a
         # resumed run sees the batches an uninterrupted one would.
         self.train_order = torch.Generator().manual_seed(seed)
@@ -254,6 +256,23 @@ class ImageDataModule(pl.LightningDataModule):
     def class_labels(self) -> tuple[int, ...]:
         """Each class's label in the dataset's own files, in class order."""
         return tuple(range(self.num_classes))
+
+    def split_digests(self) -> dict[str, str]:
+        """Each split's content digest (images and labels), and ``unlabeled``'s where the
+        dataset hides labels: see :mod:`denselab.data.digest`."""
+        if not self._digests:
+            self._digests = {name: array_digest(s.x, s.y) for name, s in self.splits.items()}
+            if self.unlabeled is not None:
+                ids = np.array(self.unlabeled.obs_ids, dtype=str)
+                self._digests["unlabeled"] = array_digest(self.unlabeled.x, ids)
+        return dict(self._digests)
+
+    def content_digest(self) -> str:
+        """The digest of everything a run sees of this dataset: its splits, hidden-label
+        rows and class names, not where the files lie. Part of a run's identity."""
+        digests = self.split_digests()
+        unlabeled = digests.pop("unlabeled", None)
+        return data_digest(digests, self.class_names, unlabeled)
 
     def describe(self) -> str:
         sizes = ", ".join(f"{k} {len(v):,}" for k, v in self.splits.items())

@@ -1,0 +1,231 @@
+"""Mutants that must die: deliberate one-line breaks of denselab's core rules, each run
+against the tests named to guard it. ``make mutants`` (and CI, after ``make test``).
+
+A test suite that only checks that parts agree with each other lets a wrong rule through
+(reporting the last epoch instead of the best passed every test once). Each mutant below is
+such a wrong rule; the run fails if any of them passes its tests. Every rule that matters
+gets its mutant here, with the fastest tests that should catch it.
+
+How it works: the package, its config and tests are copied to scratch folders (one per
+worker), the mutation is applied to the copy (its old text must occur exactly once: a
+mutant that no longer applies is an error, not a pass), and pytest runs the named tests
+with the copy first on PYTHONPATH, for the tests' subprocesses too. The named tests are
+first run unmutated: a mutant is killed only by a test that passes without it.
+
+    python tests/mutants.py [--jobs 2] [--only WORDS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# One mutant's tests may take this long; past it the mutant counts as killed (it hung).
+MUTANT_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # relative to the checkout
+    old: str  # must occur exactly once in the file
+    new: str
+    tests: list[str]  # pytest node ids
+
+
+MUTANTS = [
+    # -- what a job is: its config and its data ------------------------------------------
+    Mutant(
+        "a job's identity leaves out its data",
+        "src/denselab/sweep.py",
+        "    params[DATA_TAG] = data_digest\n",
+        "",
+        ["tests/test_sweep_report.py::test_config_hash_ignores_speed_and_storage_not_what_is_trained"],
+    ),
+    Mutant(
+        "the data digest leaves out the labels",
+        "src/denselab/data/base.py",
+        "{name: array_digest(s.x, s.y) for",
+        "{name: array_digest(s.x) for",
+        ["tests/test_digest.py"],
+    ),
+    Mutant(
+        "a resume on other data is continued",
+        "src/denselab/resume.py",
+        "    if resume.data_digest and resume.data_digest != data_digest:",
+        "    if False:",
+        ["tests/test_digest.py"],
+    ),
+    # -- the reported result is the best checkpoint's ------------------------------------
+    Mutant(
+        "the run is tested on its last epoch, not its best",
+        "src/denselab/train.py",
+        'trainer.test(model, datamodule=data, ckpt_path="best", verbose=False)',
+        'trainer.test(model, datamodule=data, ckpt_path=None, verbose=False)',
+        ["tests/test_best_checkpoint.py"],
+    ),
+    # -- sweeps: what is skipped, what runs again ----------------------------------------
+    Mutant(
+        "a rerun skips jobs that FAILED, not only FINISHED ones",
+        "src/denselab/sweep.py",
+        "and attributes.status = 'FINISHED'\",",
+        "and attributes.status != 'KILLED'\",",
+        ["tests/test_sweep.py::test_a_rerun_runs_failed_jobs_anew_and_skips_only_finished_ones"],
+    ),
+    Mutant(
+        "tracking.skip_finished=false still skips finished jobs",
+        "src/denselab/sweep.py",
+        "        if not self.skip_finished:\n            return None\n        found = self.client"
+        ".search_runs(\n            [self.experiment_id],\n            filter_string=f\"tags.{CONFIG_TAG}"
+        " = '{fingerprint}' and attributes",
+        "        found = self.client"
+        ".search_runs(\n            [self.experiment_id],\n            filter_string=f\"tags.{CONFIG_TAG}"
+        " = '{fingerprint}' and attributes",
+        ["tests/test_sweep.py::test_jobs_reused_across_sweeps_are_listed_and_skip_finished_false_reruns"],
+    ),
+    Mutant(
+        "a job reused from another sweep is not tagged",
+        "src/denselab/sweep.py",
+        "        if self.parent_id not in parents:\n",
+        "        if False:\n",
+        ["tests/test_sweep.py::test_jobs_reused_across_sweeps_are_listed_and_skip_finished_false_reruns"],
+    ),
+    Mutant(
+        "the sweep's best job chosen by test/acc",
+        "src/denselab/sweep_report.py",
+        '    return done.loc[done[OBJECTIVE].astype(float).idxmax()]',
+        '    return done.loc[done["test/acc"].astype(float).idxmax()]',
+        ["tests/test_sweep_report.py"],
+    ),
+    # -- the caller's process is left as it was ------------------------------------------
+    Mutant(
+        "fit() leaves MLFLOW_TRACKING_URI set in the caller's environment",
+        "src/denselab/api.py",
+        "        os.environ.clear()\n        os.environ.update(saved_env)\n",
+        "",
+        ["tests/test_api.py::test_fit_leaves_the_callers_process_as_it_found_it"],
+    ),
+]
+
+
+def copy_checkout(scratch: Path) -> None:
+    """src/, conf/ (where the installed package has it: denselab/conf) and tests/."""
+    shutil.copytree(ROOT / "src", scratch / "src", ignore=shutil.ignore_patterns("*.egg-info"))
+    shutil.copytree(ROOT / "conf", scratch / "src" / "denselab" / "conf")
+    shutil.copytree(ROOT / "tests", scratch / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
+
+
+def pytest_command(tests: list[str]) -> list[str]:
+    # -x: the first failure kills the mutant; addopts cleared so the output is the summary.
+    return [sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-o", "addopts=",
+            "-p", "no:cacheprovider", *tests]
+
+
+def environment(scratch: Path) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(scratch / "src"), PYTHONDONTWRITEBYTECODE="1")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def check_copy_is_imported(scratch: Path) -> None:
+    found = subprocess.run(
+        [sys.executable, "-c", "import denselab, denselab.conf; print(denselab.__file__); "
+         "print(list(denselab.conf.__path__)[0])"],
+        env=environment(scratch), capture_output=True, text=True, check=True,
+    ).stdout.split()
+    if not all(Path(p).is_relative_to(scratch) for p in found):
+        sys.exit(f"mutants: the scratch copy is not what Python imports ({found}); stopping.")
+
+
+def killer(output: str) -> str:
+    for line in output.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line.split(" ")[1]
+    return "(no test named; see its output)"
+
+
+def run_mutant(mutant: Mutant, scratch: Path) -> tuple[str, str, float]:
+    """(verdict, what killed it, seconds): verdict is killed, SURVIVED or an error."""
+    target = scratch / mutant.path
+    original = target.read_text()
+    if original.count(mutant.old) != 1:
+        return f"STALE (its text occurs {original.count(mutant.old)} times)", "", 0.0
+    target.write_text(original.replace(mutant.old, mutant.new))
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            pytest_command(mutant.tests), cwd=scratch, env=environment(scratch),
+            capture_output=True, text=True, timeout=MUTANT_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return "killed", f"(hung past {MUTANT_TIMEOUT_S} s)", time.monotonic() - started
+    finally:
+        target.write_text(original)
+    seconds = time.monotonic() - started
+    if result.returncode == 0:
+        return "SURVIVED", "", seconds
+    if result.returncode in (1, 3):  # tests failed, or an error inside a test's run
+        return "killed", killer(result.stdout), seconds
+    tail = (result.stdout + result.stderr)[-800:]
+    return f"ERROR (pytest exit {result.returncode})", tail, seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=2, help="mutants run side by side")
+    parser.add_argument("--only", default="", help="run the mutants whose name has these words")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if args.only.lower() in m.name.lower()]
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="denselab-mutants-") as tmp:
+        scratches = [Path(tmp) / f"w{i}" for i in range(max(1, args.jobs))]
+        for scratch in scratches:
+            copy_checkout(scratch)
+        check_copy_is_imported(scratches[0])
+
+        # The guards must pass unmutated, or a "kill" would mean nothing.
+        guards = sorted({t for m in chosen for t in m.tests})
+        baseline = subprocess.run(
+            pytest_command(["-n", str(len(scratches)), *guards]), cwd=scratches[0],
+            env=environment(scratches[0]), capture_output=True, text=True,
+        )
+        if baseline.returncode != 0:
+            print(baseline.stdout[-4000:] + baseline.stderr[-2000:])
+            print("mutants: the guarding tests fail without any mutant; fix them first.")
+            return 1
+        print(f"{len(guards)} guarding tests pass unmutated "
+              f"({time.monotonic() - started:.0f} s)", flush=True)
+
+        free = list(scratches)
+
+        def one(mutant: Mutant):
+            scratch = free.pop()
+            try:
+                return mutant, *run_mutant(mutant, scratch)
+            finally:
+                free.append(scratch)
+
+        survivors = 0
+        with ThreadPoolExecutor(len(scratches)) as pool:
+            for mutant, verdict, by, seconds in pool.map(one, chosen):
+                print(f"{verdict:<8} {seconds:5.1f} s  {mutant.name}  [{mutant.path}]"
+                      + (f"\n{'':17}killed by {by}" if verdict == "killed" else
+                         f"\n{by}" if by else ""), flush=True)
+                survivors += verdict != "killed"
+    print(f"{len(chosen) - survivors} of {len(chosen)} mutants killed, {survivors} not, in "
+          f"{time.monotonic() - started:.0f} s")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
