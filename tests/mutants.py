@@ -42,6 +42,11 @@ class Mutant:
     tests: list[str]  # pytest node ids
 
 
+REUSE_TEST = "tests/test_sweep.py::test_a_reused_job_is_listed_and_skip_finished_false_reruns_all"
+CONFIG_HASH_TEST = (
+    "tests/test_sweep_report.py::test_config_hash_ignores_speed_and_storage_not_what_is_trained"
+)
+
 MUTANTS = [
     # -- what a job is: its config and its data ------------------------------------------
     Mutant(
@@ -49,7 +54,7 @@ MUTANTS = [
         "src/denselab/sweep.py",
         "    params[DATA_TAG] = data_digest\n",
         "",
-        ["tests/test_sweep_report.py::test_config_hash_ignores_speed_and_storage_not_what_is_trained"],
+        [CONFIG_HASH_TEST],
     ),
     Mutant(
         "the data digest leaves out the labels",
@@ -84,20 +89,16 @@ MUTANTS = [
     Mutant(
         "tracking.skip_finished=false still skips finished jobs",
         "src/denselab/sweep.py",
-        "        if not self.skip_finished:\n            return None\n        found = self.client"
-        ".search_runs(\n            [self.experiment_id],\n            filter_string=f\"tags.{CONFIG_TAG}"
-        " = '{fingerprint}' and attributes",
-        "        found = self.client"
-        ".search_runs(\n            [self.experiment_id],\n            filter_string=f\"tags.{CONFIG_TAG}"
-        " = '{fingerprint}' and attributes",
-        ["tests/test_sweep.py::test_jobs_reused_across_sweeps_are_listed_and_skip_finished_false_reruns"],
+        "        bool(cfg.tracking.skip_finished),\n",
+        "        True,\n",
+        [REUSE_TEST],
     ),
     Mutant(
         "a job reused from another sweep is not tagged",
         "src/denselab/sweep.py",
         "        if self.parent_id not in parents:\n",
         "        if False:\n",
-        ["tests/test_sweep.py::test_jobs_reused_across_sweeps_are_listed_and_skip_finished_false_reruns"],
+        [REUSE_TEST],
     ),
     Mutant(
         "the sweep's best job chosen by test/acc",

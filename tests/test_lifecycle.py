@@ -176,7 +176,6 @@ def test_a_resumed_fit_measures_growth_from_the_runs_first_loss():
     assert resumed.first_loss == pytest.approx(2.3)
 
 
-
 def test_a_loss_over_a_thousand_times_the_first_stops_the_run():
     # A huge learning rate can leave cross-entropy near 1e6 without ever reaching nan; one
     # bad batch of a sound run stays well under a thousand times its first loss.
@@ -185,6 +184,7 @@ def test_a_loss_over_a_thousand_times_the_first_stops_the_run():
         guard.on_train_batch_end(None, None, {"loss": torch.tensor(loss)}, None, 0)
     with pytest.raises(LossDiverged, match=r"became 501 .*over 1000 times its first value"):
         guard.on_train_batch_end(None, None, {"loss": torch.tensor(501.0)}, None, 1)
+
 
 class _NanAtStep(pl.LightningModule):
     """A one-layer model whose loss turns nan at training step ``bad``; counts its steps."""

@@ -161,6 +161,9 @@ def test_resume_takes_the_run_settings_and_only_harmless_changes():
     assert merged.trainer.max_epochs == 5 and merged.data.dir == "/elsewhere"
     with pytest.raises(ConfigError, match=r"cannot change seed \(from 1 to 42\)"):
         merged_config(run_cfg, now, ["seed=42"])
+    # Naming the run's data group again beside its new folder changes nothing trained.
+    moved = merged_config(run_cfg, now, ["resume=abc", "data=mnist", "data.dir=/elsewhere"])
+    assert moved.data.dir == "/elsewhere"
     with pytest.raises(ConfigError, match="may raise trainer.max_epochs, not lower it"):
         merged_config(
             run_cfg, OmegaConf.merge(now, {"trainer": {"max_epochs": 2}}), ["trainer.max_epochs=2"]
@@ -186,3 +189,25 @@ def test_last_checkpoint_is_every_epochs_end_also_after_the_best_one(
     assert [p.name for p in folder.glob("best-*.ckpt")] == ["best-epoch00.ckpt"]
     last = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optimizer.lr=0.5",
+        "optimizer.momentum=0.5",
+        "optimizer=adam",
+        "data.batch_size=64",
+        "data.val_fraction=0.3",
+        "model.dropout=0.5",
+        "seed=7",
+    ],
+)
+def test_resume_refuses_every_change_to_what_is_trained(compose_cfg, override):
+    # The run's logged settings, and a command line that changes one of them: continuing
+    # would put a second run's epochs into the first one's history.
+    run_cfg = compose_cfg(["data=digits"])
+    overrides = ["resume=abc", override]
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"cannot change {re.escape(key)} \(from "):
+        merged_config(run_cfg, compose_cfg(overrides), overrides)

@@ -210,7 +210,7 @@ def merged_config(run_cfg: DictConfig, cfg: DictConfig, overrides: Sequence[str]
             OmegaConf.update(merged, key, new, force_add=True)
             if key == "data.dir" and old is not None:
                 _follow_the_folder(merged, str(old), str(new), override_keys(overrides))
-        elif new != old:
+        elif _what_is_trained(key, new) != _what_is_trained(key, old):
             raise ConfigError(
                 f"resume={cfg.resume} cannot change {key} (from {old} to {new}): that would "
                 "be a different run; drop the override, or start a new run without resume=."
@@ -218,7 +218,21 @@ def merged_config(run_cfg: DictConfig, cfg: DictConfig, overrides: Sequence[str]
     return merged
 
 
-def _follow_the_folder(merged: DictConfig, old_dir: str, new_dir: str, given: Sequence[str]) -> None:
+def _what_is_trained(key: str, value: Any) -> Any:
+    """``value`` of ``key`` without what MAY_CHANGE: naming a whole group (``data=digits``)
+    beside ``data.dir=...`` compares the group's other settings, not where its files are."""
+    if not isinstance(value, dict):
+        return value
+    return {
+        sub: _what_is_trained(f"{key}.{sub}", v)
+        for sub, v in value.items()
+        if not any(f"{key}.{sub}" == k or f"{key}.{sub}".startswith(k + ".") for k in MAY_CHANGE)
+    }
+
+
+def _follow_the_folder(
+    merged: DictConfig, old_dir: str, new_dir: str, given: Sequence[str]
+) -> None:
     """Files the run found under its old ``data.dir`` (an image table's ``csv`` and
     ``images``, logged as resolved paths) are looked for under the new one, unless the
     command names them itself. Whether it is the same data, the run's data digest decides."""

@@ -149,6 +149,9 @@ def description(table: pd.DataFrame, swept: Sequence[str], command: str) -> str:
     """The parent run's Overview (Markdown): the command, the counts, the best job, and
     the table."""
     counts = ", ".join(f"{n} {status}" for status, n in status_counts(table).items())
+    reused = int(table["reused"].fillna(False).astype(bool).sum()) if "reused" in table else 0
+    if reused:  # FINISHED runs of other sweeps with the same config and data, not run again
+        counts += f" ({reused} reused from earlier sweeps)"
     lines = [f"**Sweep** `{command}`", "", f"**{len(table)} jobs**: {counts or 'none ran'}"]
     best = best_job(table)
     if best is not None:

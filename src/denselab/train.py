@@ -108,7 +108,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     with lifetime:
         run = instantiate(cfg.logger, tracking_uri=uri, run_id=run_id)
         model = build_model(cfg, data)
-        apply_threads(cfg.threads, model.layer_widths, cfg.data.batch_size)
+        threads = apply_threads(cfg.threads, model.layer_widths, cfg.data.batch_size)
         evaluator = Evaluator(model, data)
         checkpoint = instantiate(cfg.checkpoint, dirpath=str(checkpoint_dir))
         figures = instantiate_callbacks(cfg.get("callbacks"), run, evaluator)
@@ -124,7 +124,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
             default_root_dir=str(output_dir),
             plugins=[AtomicCheckpointIO()],
         )
-        log_run_settings(run, cfg, model, data, resumed=resume is not None)
+        log_run_settings(run, cfg, model, data, threads, resumed=resume is not None)
 
         trainer.fit(model, datamodule=data, ckpt_path=resume.checkpoint if resume else None)
         if "test" in data.splits:
@@ -198,9 +198,12 @@ def build_model(cfg: DictConfig, data):
     )
 
 
-def log_run_settings(run, cfg: DictConfig, model, data, resumed: bool = False) -> None:
+def log_run_settings(
+    run, cfg: DictConfig, model, data, threads: int, resumed: bool = False
+) -> None:
     """Params (the resolved config, flattened, and the parameter count), the config as YAML,
-    and the input shape. A resumed run keeps the params it started with."""
+    the input shape and the torch threads it trains with (tag ``torch_threads``: a sweep's
+    parallel jobs share the CPUs). A resumed run keeps the params it started with."""
     from denselab.model import count_parameters
     from denselab.tracking import run_name, run_params
 
@@ -210,6 +213,7 @@ def log_run_settings(run, cfg: DictConfig, model, data, resumed: bool = False) -
         run.log_hyperparams(params)
     run.text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     run.tag("input_shape", "x".join(map(str, data.input_shape)))
+    run.tag("torch_threads", str(threads))
     log.info("%s: %s parameters", run_name(cfg), f"{params['params_total']:,}")
 
 
