@@ -47,6 +47,13 @@ CONFIG_HASH_TEST = (
     "tests/test_sweep_report.py::test_config_hash_ignores_speed_and_storage_not_what_is_trained"
 )
 
+CONFUSION_TEST = (
+    "tests/test_figures.py::test_confusion_matrix_draws_true_classes_down_and_predicted_across"
+)
+DIVERGENCE_TEST = (
+    "tests/test_lifecycle.py::test_a_loss_over_a_thousand_times_the_first_stops_the_run"
+)
+
 MUTANTS = [
     # -- what a job is: its config and its data ------------------------------------------
     Mutant(
@@ -101,11 +108,76 @@ MUTANTS = [
         [REUSE_TEST],
     ),
     Mutant(
+        "the sweep's jobs ranked by test/acc",
+        "src/denselab/sweep_report.py",
+        "table = table.sort_values(OBJECTIVE, ascending=False,",
+        'table = table.sort_values("test/acc", ascending=False,',
+        ["tests/test_sweep_report.py::test_the_best_job_is_the_best_by_validation_even_where_test_ranks_otherwise"],
+    ),
+    Mutant(
         "the sweep's best job chosen by test/acc",
         "src/denselab/sweep_report.py",
         '    return done.loc[done[OBJECTIVE].astype(float).idxmax()]',
         '    return done.loc[done["test/acc"].astype(float).idxmax()]',
-        ["tests/test_sweep_report.py"],
+        ["tests/test_sweep_report.py::test_the_best_job_is_the_best_by_validation_even_where_test_ranks_otherwise"],
+    ),
+    # -- figures: numbers drawn the right way round -------------------------------------
+    Mutant(
+        "the confusion heatmap drawn transposed",
+        "src/denselab/figures.py",
+        "image = ax.imshow(np.ma.masked_equal(counts, 0),",
+        "image = ax.imshow(np.ma.masked_equal(counts.T, 0),",
+        [CONFUSION_TEST],
+    ),
+    Mutant(
+        "the confusion counts written in transposed cells",
+        "src/denselab/figures.py",
+        "                predicted, true, str(count),",
+        "                true, predicted, str(count),",
+        [CONFUSION_TEST],
+    ),
+    Mutant(
+        "the first-layer weight figure drawn with flipped sign",
+        "src/denselab/figures.py",
+        "        image = ax.imshow(tile, cmap=WEIGHT_CMAP,",
+        "        image = ax.imshow(-tile, cmap=WEIGHT_CMAP,",
+        ["tests/test_figures.py::test_first_layer_weight_figure_draws_positive_green_negative_purple"],
+    ),
+    # -- training: divergence, ranks, resume ---------------------------------------------
+    Mutant(
+        "a loss may grow a million times before the run is stopped",
+        "src/denselab/divergence.py",
+        "max_growth: float = 1000.0,",
+        "max_growth: float = 1e6,",
+        [DIVERGENCE_TEST],
+    ),
+    Mutant(
+        "the loss growth check switched off",
+        "src/denselab/divergence.py",
+        "value <= self.max_growth * max(self.first_loss, 1e-12)",
+        "True",
+        [DIVERGENCE_TEST],
+    ),
+    Mutant(
+        "every rank trains on the whole epoch",
+        "src/denselab/data/base.py",
+        "(trainer.global_rank, trainer.world_size)",
+        "(0, 1)",
+        ["tests/test_devices.py::test_each_rank_trains_on_its_own_half_of_the_training_split"],
+    ),
+    Mutant(
+        "resume may change the optimizer",
+        "src/denselab/resume.py",
+        '    "threads",\n)',
+        '    "threads",\n    "optimizer",\n)',
+        ["tests/test_resume.py::test_resume_refuses_every_change_to_what_is_trained"],
+    ),
+    Mutant(
+        "resume may not raise trainer.max_epochs",
+        "src/denselab/resume.py",
+        '    "trainer.max_epochs",\n',
+        "",
+        ["tests/test_digest.py::test_a_resume_on_other_data_is_refused_naming_both_digests"],
     ),
     # -- the caller's process is left as it was ------------------------------------------
     Mutant(
@@ -181,12 +253,12 @@ def run_mutant(mutant: Mutant, scratch: Path) -> tuple[str, str, float]:
     return f"ERROR (pytest exit {result.returncode})", tail, seconds
 
 
-def main() -> int:
+def main(mutants: list[Mutant] = MUTANTS) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2, help="mutants run side by side")
     parser.add_argument("--only", default="", help="run the mutants whose name has these words")
     args = parser.parse_args()
-    chosen = [m for m in MUTANTS if args.only.lower() in m.name.lower()]
+    chosen = [m for m in mutants if args.only.lower() in m.name.lower()]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="denselab-mutants-") as tmp:
         scratches = [Path(tmp) / f"w{i}" for i in range(max(1, args.jobs))]

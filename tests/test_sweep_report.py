@@ -48,6 +48,18 @@ def test_table_ranks_jobs_by_validation_and_the_best_is_a_finished_one():
     assert sweep_report.sweep_status(table) == "FAILED"
 
 
+def test_the_best_job_is_the_best_by_validation_even_where_test_ranks_otherwise():
+    made = rows(("0.1", "FINISHED", 0.90), ("0.3", "FINISHED", 0.85), ("1.0", "FINISHED", 0.80))
+    for row, test in zip(made, (0.70, 0.95, 0.99)):  # the test split ranks them the other way
+        row["test/acc"] = test
+    table = sweep_report.jobs_table(made, ["optimizer.lr"])
+    assert sweep_report.best_job(table)["run_id"] == "r0"
+    assert list(table["run_id"]) == ["r0", "r1", "r2"]
+    assert "**Best by val/acc_best**: job 0 (0.9000)" in sweep_report.description(
+        table, ["optimizer.lr"], "denselab-train -m optimizer.lr=0.1,0.3,1.0"
+    )
+
+
 def test_a_sweep_finishes_only_when_every_job_did():
     table = sweep_report.jobs_table(
         rows(("0.1", "FINISHED", 0.8), ("0.2", "FINISHED", 0.7)), ["optimizer.lr"]
