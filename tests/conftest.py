@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from omegaconf import DictConfig
 sys.path.insert(0, str(Path(__file__).parent))
 
 from denselab.config import register_schemas  # noqa: E402
-from helpers import write_mnist  # noqa: E402
+from helpers import unavailable, write_mnist  # noqa: E402
 from slurm import slurm_cluster  # noqa: E402, F401  (a fixture: a real one-node SLURM)
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -113,8 +112,5 @@ def fashion_mnist_or_skip() -> Path:
         )
     ):
         return FASHION_DIR
-    if os.environ.get("CI"):
-        pytest.fail("CI must install Debian's dataset-fashion-mnist (see .ci/run).")
-    pytest.skip(
-        "Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)"
-    )
+    unavailable("Debian's dataset-fashion-mnist is not installed",
+                "apt-get install dataset-fashion-mnist")

@@ -179,6 +179,98 @@ MUTANTS = [
         "",
         ["tests/test_digest.py::test_a_resume_on_other_data_is_refused_naming_both_digests"],
     ),
+    Mutant(
+        "a search asks other trials when run again",
+        "conf/hparams_search/mlp.yaml",
+        "      seed: ${seed}\n",
+        "      seed: null\n",
+        ["tests/test_sweep.py::test_optuna_search_names_the_best_child_by_validation_and_a_rerun_reuses_it"],
+    ),
+    # -- figures of data without labelled test rows ---------------------------------------
+    Mutant(
+        "data without labelled test rows draws no final figures",
+        "src/denselab/callbacks.py",
+        '        if "test" not in self.evaluator.splits:\n',
+        "        if False:\n",
+        ["tests/test_image_table.py::test_training_scores_train_and_valid_and_logs_hidden_predictions"],
+    ),
+    # -- rules the fast tier guarded already ----------------------------------------------
+    Mutant(
+        "the validation split ignores the seed",
+        "src/denselab/data/base.py",
+        "np.random.default_rng(seed).permutation(n)",
+        "np.random.default_rng(0).permutation(n)",
+        ["tests/test_data.py::test_validation_split_follows_the_seed"],
+    ),
+    Mutant(
+        "training batches of uint8 pixels are not divided by 255",
+        "src/denselab/pixels.py",
+        "return x.float().div_(UINT8_MAX)",
+        "return x.float()",
+        ["tests/test_stored_pixels.py::test_as_float_scales_uint8_and_widens_floats"],
+    ),
+    Mutant(
+        "served uint8 pixels divided by 256, not 255",
+        "src/denselab/preprocessing.py",
+        "return tensor.to(torch.float32).div_(255.0)",
+        "return tensor.to(torch.float32).div_(256.0)",
+        ["tests/test_predict.py::test_arrays_are_scaled_as_training_scales_a_split"],
+    ),
+    Mutant(
+        "confusion counts with rows predicted and columns true",
+        "src/denselab/analysis.py",
+        "minlength=num_classes * num_classes).reshape(num_classes, num_classes)",
+        "minlength=num_classes * num_classes).reshape(num_classes, num_classes).T",
+        ["tests/test_analysis.py::test_confusion_counts_equal_a_direct_count"],
+    ),
+    Mutant(
+        "most confused pairs read 'predicted taken for true'",
+        "src/denselab/analysis.py",
+        'f"{class_names[true]} taken for {class_names[predicted]}"',
+        'f"{class_names[predicted]} taken for {class_names[true]}"',
+        [
+            "tests/test_analysis.py::test_most_confused_reads_like_the_course_and_skips_pairs_that_never_happened"
+        ],
+    ),
+    Mutant(
+        "first-layer weights coloured purple positive, green negative",
+        "src/denselab/figures.py",
+        'WEIGHT_CMAP = "PRGn"',
+        'WEIGHT_CMAP = "PRGn_r"',
+        [
+            "tests/test_figures.py::test_weight_colours_are_green_positive_purple_negative_white_at_zero"
+        ],
+    ),
+    Mutant(
+        "every rank takes rank 0's share of the permutation",
+        "src/denselab/data/base.py",
+        "order = order[self.rank :: self.world_size]",
+        "order = order[:: self.world_size]",
+        ["tests/test_devices.py::test_ranks_share_one_permutation_and_as_many_batches"],
+    ),
+    Mutant(
+        "hidden-label rows of an image table are scored",
+        "src/denselab/data/image_table.py",
+        "np.flatnonzero(~hidden & (split == s))",
+        "np.flatnonzero(split == s)",
+        ["tests/test_image_table.py::test_splits_classes_and_hidden_rows"],
+    ),
+    Mutant(
+        "typical examples: each image's most likely class, not each class's surest image",
+        "src/denselab/analysis.py",
+        "return np.asarray(probs).argmax(axis=0)",
+        "return np.asarray(probs).argmax(axis=1)",
+        ["tests/test_analysis.py::test_typical_examples_are_the_argmax_indices"],
+    ),
+    Mutant(
+        "predict reads each file into the next file's row",
+        "src/denselab/inputs.py",
+        "out[i] = preprocessing.read_file(files[i])",
+        "out[i] = preprocessing.read_file(files[i - 1])",
+        [
+            "tests/test_predict.py::test_png_files_read_back_exactly_the_pixels_they_were_written_from"
+        ],
+    ),
     # -- the caller's process is left as it was ------------------------------------------
     Mutant(
         "fit() leaves MLFLOW_TRACKING_URI set in the caller's environment",
@@ -196,6 +288,11 @@ def copy_checkout(scratch: Path) -> None:
     shutil.copytree(ROOT / "conf", scratch / "src" / "denselab" / "conf")
     shutil.copytree(ROOT / "tests", scratch / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
+
+
+def in_copy(path: str) -> str:
+    """Where a checkout's file lies in the scratch copy (conf/ is inside the package)."""
+    return f"src/denselab/{path}" if path.startswith("conf/") else path
 
 
 def pytest_command(tests: list[str]) -> list[str]:
@@ -229,7 +326,7 @@ def killer(output: str) -> str:
 
 def run_mutant(mutant: Mutant, scratch: Path) -> tuple[str, str, float]:
     """(verdict, what killed it, seconds): verdict is killed, SURVIVED or an error."""
-    target = scratch / mutant.path
+    target = scratch / in_copy(mutant.path)
     original = target.read_text()
     if original.count(mutant.old) != 1:
         return f"STALE (its text occurs {original.count(mutant.old)} times)", "", 0.0

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import pytest
+from helpers import unavailable
 
 ROOT = Path(os.environ.get("DENSELAB_SLURM_DIR", "/tmp/denselab-slurm"))
 # Beside ROOT, not in it: ROOT is removed and made again under this lock.
@@ -91,10 +92,8 @@ def why_no_slurm() -> Optional[str]:
 def slurm_cluster() -> Iterator[Slurm]:
     """A real SLURM with an idle node in partition ``debug``; skips where none can start."""
     reason = why_no_slurm()
-    if reason and os.environ.get("CI") and os.geteuid() == 0:
-        pytest.fail(f"CI must install slurm-wlm and munge (see .ci/run): {reason}")
     if reason:
-        pytest.skip(reason)
+        unavailable(reason, "install slurm-wlm and munge and run as root")
     with running_cluster() as cluster:
         yield cluster
 
@@ -113,7 +112,10 @@ def running_cluster() -> Iterator[Slurm]:
         lock = FileLock(str(LOCK), timeout=LOCK_WAIT_S)
         lock.acquire()
     except Timeout:
-        pytest.skip(f"another test session holds this machine's SLURM ({LOCK}) for too long")
+        unavailable(
+            f"another test session held this machine's SLURM ({LOCK}) for {LOCK_WAIT_S} s",
+            "run one test session at a time",
+        )
     try:
         stop_cluster()  # what a session that died left running
         procs: list[subprocess.Popen] = []
@@ -267,9 +269,10 @@ def _foreign_cluster() -> Optional[Slurm]:
     cluster = Slurm(PARTITION, "", {})
     nodes = cluster.run("sinfo", "--noheader", f"--partition={PARTITION}", "--format=%N")
     if nodes.returncode != 0 or not nodes.stdout.strip():
-        pytest.skip(
+        unavailable(
             f"a SLURM not started by these tests runs here (slurmctld pid {running[0]}) "
-            f"without a partition {PARTITION!r}; stop it, or add that partition"
+            f"without a partition {PARTITION!r}",
+            "stop it, or add that partition",
         )
     cluster.node = nodes.stdout.split()[0]
     return cluster

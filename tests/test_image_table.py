@@ -208,3 +208,7 @@ def test_training_scores_train_and_valid_and_logs_hidden_predictions(
     assert predicted["probability"].between(0.25, 1.0).all()  # the top class of 4
     # the hidden labels, which training never saw, are mostly predicted right
     assert (predicted["predicted_label"].to_numpy() == labels[320:]).mean() > 0.8
+
+    # No labelled test rows, so nothing is tested: the final figures are drawn at fit's end.
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert {"figures/confusion_matrix_val.png", "figures/typical_examples.png"} <= figures

@@ -12,6 +12,8 @@ import time
 
 import pytest
 from helpers import (
+    PROMPT_S,
+    PortTaken,
     console_script,
     metric_steps,
     start_cli,
@@ -55,12 +57,12 @@ def test_the_run_outlives_a_paused_hung_and_lost_server(tmp_path):
         os.killpg(server.pid, signal.SIGCONT)
         wait_for_next_checkpoint(last, proc)
 
-        # The server hangs, and the scheduler stops the job: the signal still wins in 5 s.
+        # The server hangs, and the scheduler stops the job: the signal still wins at once.
         os.killpg(server.pid, signal.SIGSTOP)
         time.sleep(1)  # the run is now blocked on the server, or about to be
         output, seconds = stop_and_time(proc, signal.SIGTERM)
         print(f"SIGTERM while the server hangs: exit {proc.returncode} in {seconds:.2f} s")
-        assert proc.returncode == 143 and seconds < 5, output[-3000:]
+        assert proc.returncode == 143 and seconds < PROMPT_S, output[-3000:]
         os.killpg(server.pid, signal.SIGCONT)
 
         # Taken over again, and now the server dies for good mid-run.
@@ -76,7 +78,7 @@ def test_the_run_outlives_a_paused_hung_and_lost_server(tmp_path):
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
     print(f"server lost: exit {proc.returncode} after {seconds:.1f} s")
-    assert proc.returncode == 1 and seconds < 60, output[-3000:]
+    assert proc.returncode == 1 and seconds < PROMPT_S, output[-3000:]
     errors = [line for line in output.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1, output[-3000:]
     assert f"The MLflow server at {url} stopped answering" in errors[0]
@@ -84,7 +86,11 @@ def test_the_run_outlives_a_paused_hung_and_lost_server(tmp_path):
     command = re.search(r"`(denselab-train resume=\S+ tracking.uri=\S+)`", errors[0]).group(1)
     assert f"resume={run_id}" in command
 
-    server, url = start_mlflow_server(server_dir, port=port)
+    try:  # the server comes back where it was, as a team's would
+        server, url = start_mlflow_server(server_dir, port=port)
+    except PortTaken:  # ... unless a test in the other worker took its port meanwhile
+        server, new_url = start_mlflow_server(server_dir)
+        command, url = command.replace(url, new_url), new_url
     try:
         argv = shlex.split(command)
         resumed = subprocess.run(

@@ -8,14 +8,12 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import time
 
 import mlflow
 import numpy as np
 import pytest
 import torch
-from helpers import console_script, free_port
+from helpers import start_model_server
 from hydra import compose, initialize_config_module
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
@@ -198,29 +196,10 @@ def test_mlflow_models_serve_answers_with_the_runs_predictions(trained, tracking
     result, uri, _ = trained
     test = Evaluator(result.model, result.datamodule).evaluation("test")
     raw = raw_pixels(torch.from_numpy(test.images[:5]), "uint8")
-    port = free_port()
-    # mlflow execs `uvicorn` by name: the venv's bin must be on PATH, as after `activate`
-    bin_dir = os.path.dirname(console_script("mlflow"))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    proc = subprocess.Popen(
-        [console_script("mlflow"), "models", "serve", "-m", f"runs:/{result.run_id}/model",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
-    )  # fmt: skip
+    proc, url = start_model_server(f"runs:/{result.run_id}/model", tmp_path, uri)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "mlflow models serve did not answer in 90 s"
-            time.sleep(0.5)
         answer = requests.post(
-            f"http://127.0.0.1:{port}/invocations",
+            f"{url}/invocations",
             data=json.dumps({"inputs": raw.tolist()}),
             headers={"Content-Type": "application/json"},
             timeout=30,

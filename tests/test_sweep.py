@@ -136,11 +136,10 @@ def test_a_stopped_sweep_ends_killed_and_running_it_again_finishes_the_same_runs
     assert sorted(steps) == list(range(25))  # every epoch once, before the stop and after
 
 
-def test_optuna_search_names_the_best_child_by_validation(tmp_path):
-    result = run_cli(
-        ["-m", "hydra/sweeper=optuna", "hparams_search=mlp", "hydra.sweeper.n_trials=4", *FAST],
-        tmp_path,
-    )
+def test_optuna_search_names_the_best_child_by_validation_and_a_rerun_reuses_it(tmp_path):
+    command = ["-m", "hydra/sweeper=optuna", "hparams_search=mlp", "hydra.sweeper.n_trials=4",
+               *FAST]
+    result = run_cli(command, tmp_path)
     assert result.returncode == 0, said(result)
     client = store(tmp_path)
     (parent,), children = sweep_runs(client)
@@ -153,6 +152,14 @@ def test_optuna_search_names_the_best_child_by_validation(tmp_path):
     assert results["best_value"] == pytest.approx(best.data.metrics["val/acc_best"], abs=1e-6)
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
     assert figures == {"figures/sweep_by_setting.png", "figures/sweep_parallel.png"}
+
+    # The same search again asks the same trials (the sampler's seed): each is reused.
+    again = run_cli(command, tmp_path)
+    assert again.returncode == 0, said(again)
+    assert said(again).count("Skipped: the same config and data FINISHED") == 4
+    (parent_again,), children_again = sweep_runs(client)
+    assert parent_again.info.run_id == parent.info.run_id
+    assert {c.info.run_id for c in children_again} == {c.info.run_id for c in children}
 
 
 @pytest.mark.parametrize(

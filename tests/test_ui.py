@@ -8,7 +8,6 @@ headless Chromium, each only once the page shows it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import unavailable
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -33,11 +33,8 @@ PICTURES = (
 
 
 def chromium_or_skip() -> None:
-    if shutil.which("chromium"):
-        return
-    if os.environ.get("CI"):
-        pytest.fail("CI must install Debian's chromium (see .ci/run).")
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    if not shutil.which("chromium"):
+        unavailable("Debian's chromium is not installed", "apt-get install chromium")
 
 
 def test_the_ui_shows_the_run_in_a_real_browser(tmp_path):
