@@ -1,4 +1,4 @@
-# denselab: make train | make test | make test-fast | make ui | make bench
+# denselab: make train | make test | make test-fast | make mutants | make ui | make bench
 # Everything runs from .venv, created and filled on first use.
 
 PYTHON ?= python3
@@ -17,7 +17,7 @@ TEST_WORKERS ?= 2
 XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 UI_PORT ?= 5000
 
-.PHONY: install train test test-fast lint ui bench pictures clean
+.PHONY: install train test test-fast mutants lint ui bench pictures clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,13 @@ test: install lint
 # The edit loop: no subprocess, server or end-to-end run (under a minute on 2 cores).
 test-fast: install lint
 	$(BIN)/python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
+
+# Deliberate one-line breaks of the core rules, each run against the tests that guard it: fails
+# if one passes them (tests/mutants.py). CI runs it after `make test`, whose passing guards
+# let it skip their unmutated run (MUTANT_ARGS=--guards-passed).
+MUTANT_ARGS ?=
+mutants: install
+	$(BIN)/python tests/mutants.py $(MUTANT_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench docs
