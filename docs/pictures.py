@@ -23,9 +23,9 @@ import base64
 import io
 import json
 import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -77,12 +77,6 @@ PAGES = {
 # MLflow 3 opens in its GenAI mode, with an assistant panel: the classic view of a run.
 FIRST_CLICKS = ("Model training",)
 CLOSE_ASSISTANT = "document.querySelector('button[aria-label=\"Close\"]')?.click()"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(url: str, seconds: float, what: str) -> None:
@@ -157,25 +151,29 @@ def save_figures(store: Path, run_id: str, out: Path) -> None:
 
 @contextmanager
 def mlflow_ui(store: Path) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "ui",
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=store,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    # Port 0: the server binds a free port itself and says which, so no other process can
+    # take a port chosen for it beforehand.
+    log = store / "ui.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                f"sqlite:///{store / 'mlflow.db'}",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ],
+            cwd=store,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
+        said = rb"Uvicorn running on http://127\.0\.0\.1:(\d+)"
+        url = f"http://127.0.0.1:{wait_for_port(log, said, 120, 'mlflow ui')}"
         wait_for(f"{url}/health", 120, "mlflow ui")
         yield url
     finally:
@@ -183,18 +181,29 @@ def mlflow_ui(store: Path) -> Iterator[str]:
         proc.wait(timeout=30)
 
 
+def wait_for_port(path: Path, pattern: bytes, seconds: float, what: str) -> int:
+    """The port a server wrote to ``path`` (``pattern``'s first group), once it has."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = re.search(pattern, path.read_bytes()) if path.exists() else None
+        if found:
+            return int(found.group(1))
+        time.sleep(0.5)
+    raise SystemExit(f"{what} did not say its port within {seconds:.0f} s.")
+
+
 @contextmanager
 def chromium(width: int, height: int) -> Iterator["Browser"]:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     if binary is None:
         raise SystemExit("chromium is not installed: apt-get install -y chromium")
-    port = free_port()
     with tempfile.TemporaryDirectory() as profile:
+        # Port 0: Chromium binds a free port and writes it to DevToolsActivePort.
         proc = subprocess.Popen(
             [
                 binary,
                 *CHROMIUM_FLAGS,
-                f"--remote-debugging-port={port}",
+                "--remote-debugging-port=0",
                 f"--user-data-dir={profile}",
                 f"--window-size={width},{height}",
                 "about:blank",
@@ -204,6 +213,8 @@ def chromium(width: int, height: int) -> Iterator["Browser"]:
             start_new_session=True,
         )
         try:
+            active = Path(profile) / "DevToolsActivePort"
+            port = wait_for_port(active, rb"^(\d+)\n", 60, "chromium")
             wait_for(f"http://127.0.0.1:{port}/json/version", 60, "chromium")
             page = next(t for t in get_json(f"http://127.0.0.1:{port}/json") if t["type"] == "page")
             with Browser(page["webSocketDebuggerUrl"], width, height) as browser:

@@ -19,10 +19,10 @@ from slurm import slurm_cluster  # noqa: E402, F401  (a fixture: a real one-node
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # Where a test file starts in `make test`'s two workers (pytest-xdist, --dist loadfile: each
-# file runs whole in one worker, so a module's cluster or server starts once): SLURM's
-# first (minutes of waiting on its time limits), then the team server's, then files with
-# slow tests, then the rest, to fill in at the end.
-FIRST_FILES = ("test_slurm.py", "test_team_server.py")
+# file runs whole in one worker, so a module's cluster or server starts once): the longest
+# first, SLURM's (minutes of waiting on its time limits), the sweeps' and the team server's,
+# then files with slow tests, then the rest, to fill in at the end.
+FIRST_FILES = ("test_slurm.py", "test_sweep.py", "test_sweep_rules.py", "test_team_server.py")
 
 
 def _start_order(item: pytest.Item) -> int:

@@ -307,6 +307,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A port of 127.0.0.1 where nothing listens for as long as the context lasts: bound by
+    this process and never listened on, so connections are refused and no other process (a
+    server of a test in the other worker) can take it meanwhile."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
 def write_pngs(folder: Path, images: np.ndarray, labels: Sequence[int]) -> list[Path]:
     """One PNG per image, named <index>_<label>.png, in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,9 @@ class Mutant:
     tests: list[str]  # pytest node ids
 
 
-REUSE_TEST = "tests/test_sweep.py::test_a_reused_job_is_listed_and_skip_finished_false_reruns_all"
+REUSE_TEST = (
+    "tests/test_sweep_rules.py::test_a_reused_job_is_listed_and_skip_finished_false_reruns_all"
+)
 CONFIG_HASH_TEST = (
     "tests/test_sweep_report.py::test_config_hash_ignores_speed_and_storage_not_what_is_trained"
 )
@@ -91,7 +93,7 @@ MUTANTS = [
         "src/denselab/sweep.py",
         "and attributes.status = 'FINISHED'\",",
         "and attributes.status != 'KILLED'\",",
-        ["tests/test_sweep.py::test_a_rerun_runs_failed_jobs_anew_and_skips_only_finished_ones"],
+        ["tests/test_sweep_rules.py::test_a_rerun_runs_failed_jobs_anew_and_skips_only_finished_ones"],
     ),
     Mutant(
         "tracking.skip_finished=false still skips finished jobs",

@@ -74,6 +74,7 @@ def process_state() -> dict:
     }
 
 
+@pytest.mark.slow  # a whole in-process run
 def test_fit_leaves_the_callers_process_as_it_found_it(mnist_dir, store_uri, tmp_path):
     import mlflow
 

@@ -59,6 +59,7 @@ def test_one_pixel_one_label_or_another_validation_draw_is_other_data(table, tmp
     assert digest_of(label) != base
 
 
+@pytest.mark.slow  # three in-process runs
 def test_a_resume_on_other_data_is_refused_naming_both_digests(
     compose_cfg, store_uri, table, tmp_path
 ):

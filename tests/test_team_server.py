@@ -12,10 +12,10 @@ import pytest
 from conftest import only_run
 from helpers import (
     PROMPT_S,
-    free_port,
     metric_steps,
     mlflow_server,
     postgres_server,
+    refused_port,
     run_cli,
     sweep_runs,
 )
@@ -116,10 +116,11 @@ def test_a_server_that_refuses_the_host_name_says_how_to_allow_it(team_server, t
 def test_a_store_that_does_not_answer_ends_the_run_in_one_sentence_at_once(
     tmp_path, mnist_dir, uri, sentence
 ):
-    uri = uri.format(port=free_port())  # nothing listens there
-    start = time.monotonic()
-    result = run_cli(train_args(mnist_dir, uri, "nowhere"), tmp_path, timeout=120)
-    seconds = time.monotonic() - start
+    with refused_port() as port:  # nothing listens there
+        uri = uri.format(port=port)
+        start = time.monotonic()
+        result = run_cli(train_args(mnist_dir, uri, "nowhere"), tmp_path, timeout=120)
+        seconds = time.monotonic() - start
     output = result.stdout + result.stderr
     print(f"{uri}: exit {result.returncode} after {seconds:.1f} s")
     print(output.strip().splitlines()[-1])

@@ -25,13 +25,14 @@ def test_file_store_is_refused_with_the_fix(tmp_path):
 
 
 def test_a_database_that_does_not_answer_is_named_at_once_without_its_password():
-    from helpers import PROMPT_S, free_port
+    from helpers import PROMPT_S, refused_port
 
     # MLflow alone reconnects for ~100 s, then raises SQLAlchemy's error with a traceback.
-    uri = f"postgresql+psycopg://mlflow:s3cret@127.0.0.1:{free_port()}/runs"
-    start = time.monotonic()
-    with pytest.raises(TrackingError) as caught:
-        open_store(uri)
+    with refused_port() as port:
+        uri = f"postgresql+psycopg://mlflow:s3cret@127.0.0.1:{port}/runs"
+        start = time.monotonic()
+        with pytest.raises(TrackingError) as caught:
+            open_store(uri)
     assert time.monotonic() - start < PROMPT_S  # not MLflow's ~100 s of reconnecting
     message = str(caught.value)
     assert message.startswith("Cannot connect to the PostgreSQL database at postgresql+psycopg:")
