@@ -279,7 +279,7 @@ MUTANTS = [
         "src/denselab/api.py",
         "        os.environ.clear()\n        os.environ.update(saved_env)\n",
         "",
-        ["tests/test_api.py::test_fit_leaves_the_callers_process_as_it_found_it"],
+        ["tests/test_api.py::test_fit_and_load_leave_the_callers_process_as_they_found_it"],
     ),
 ]
 

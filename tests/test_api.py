@@ -75,7 +75,7 @@ def process_state() -> dict:
 
 
 @pytest.mark.slow  # a whole in-process run
-def test_fit_leaves_the_callers_process_as_it_found_it(mnist_dir, store_uri, tmp_path):
+def test_fit_and_load_leave_the_callers_process_as_they_found_it(mnist_dir, store_uri, tmp_path):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'notebook.db'}")  # the notebook's own store
@@ -86,15 +86,19 @@ def test_fit_leaves_the_callers_process_as_it_found_it(mnist_dir, store_uri, tmp
             "callbacks=none", "tracking.log_model=false", "trainer.enable_progress_bar=false",
             output_dir=tmp_path / "out",
         )
-        after = process_state()
+        after_fit = process_state()
+        (checkpoint,) = (tmp_path / "out" / "checkpoints").glob("best-*.ckpt")
+        load(checkpoint).predict(result.datamodule.splits["test"].x.numpy()[:3])
+        after_load = process_state()
     finally:
         mlflow.set_tracking_uri(None)
     assert result.metrics["test/acc"] > 0.1
-    for key, value in before.items():
-        if key == "loggers":  # loggers the fit's imports made are new, not changed
-            assert {name: after[key][name] for name in value} == value
-        else:
-            assert after[key] == value, key
+    for after in (after_fit, after_load):
+        for key, value in before.items():
+            if key == "loggers":  # loggers the fit's imports made are new, not changed
+                assert {name: after[key][name] for name in value} == value
+            else:
+                assert after[key] == value, key
 
 
 @pytest.mark.parametrize(
