@@ -273,6 +273,13 @@ MUTANTS = [
             "tests/test_predict.py::test_png_files_read_back_exactly_the_pixels_they_were_written_from"
         ],
     ),
+    Mutant(
+        "a run's artifacts land under the current folder, not beside its store",
+        "src/denselab/tracking.py",
+        "    return (db.resolve().parent / folder).as_uri()\n",
+        "    return None\n",
+        ["tests/test_train.py::test_short_training_beats_chance_and_logs_everything"],
+    ),
     # -- the caller's process is left as it was ------------------------------------------
     Mutant(
         "fit() leaves MLFLOW_TRACKING_URI set in the caller's environment",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -33,6 +34,10 @@ def test_short_training_beats_chance_and_logs_everything(
     client, run = only_run(store_uri)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "mnist-mlp[128]-sgd"
+    # Its artifacts lie beside the store it was given, not under the current folder.
+    store_folder = Path(store_uri[len("sqlite:///") :]).parent
+    artifacts = store_folder / "mnist" / run.info.run_id / "artifacts"
+    assert run.info.artifact_uri == artifacts.as_uri()
     assert METRICS <= set(run.data.metrics)
     assert run.data.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
     # one point per epoch, stepped by epoch

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -30,7 +31,12 @@ from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 from denselab.cluster import scheduler_tags
 from denselab.errors import TrackingError, first_line
 from denselab.lifecycle import RunStopped, signals_held
-from denselab.store import bound_http_waits, store_lock, wait_for_sqlite_writers
+from denselab.store import (
+    bound_http_waits,
+    sqlite_path,
+    store_lock,
+    wait_for_sqlite_writers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +140,9 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(
+                name, artifact_location=artifact_location(client.tracking_uri, name)
+            )
         except MlflowException:
             # Another job created it between our look-up and create: use theirs.
             experiment = client.get_experiment_by_name(name)
@@ -143,6 +151,19 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
     return experiment.experiment_id
+
+
+def artifact_location(uri: str, experiment: str) -> Optional[str]:
+    """Where a new experiment of a sqlite store keeps its runs' artifacts: beside the
+    database, in a folder named for the experiment (``mlruns/digits/<run id>/artifacts``).
+    MLflow's own default is ``./mlruns`` of whatever folder the process started in, which
+    scatters a store's artifacts wherever commands run (and fails where that folder is not
+    writable). None elsewhere: a server or database store decides its own."""
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
+    return (db.resolve().parent / folder).as_uri()
 
 
 def server_answers(uri: str, timeout: float = 3) -> bool:
