@@ -29,7 +29,7 @@ from hydra.utils import instantiate
 
 from denselab.config import register_schemas
 from denselab.data.base import ImageDataModule
-from denselab.model import build_mlp
+from denselab.training.network import build_mlp
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]

@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 
 import denselab.train
-from denselab.callbacks import RunCallback
+from denselab.reporting.callbacks import RunCallback
 from denselab.config import register_schemas
 
 HOOKS = (

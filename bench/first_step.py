@@ -29,13 +29,13 @@ from pathlib import Path
 RUN_IMPORTS = (
     "torch",
     "pytorch_lightning",
-    "denselab.console",
-    "denselab.evaluation",
-    "denselab.ranks",
-    "denselab.tracking",
-    "denselab.run_logger",
-    "denselab.callbacks",
-    "denselab.report",
+    "denselab.training.console",
+    "denselab.reporting.evaluation",
+    "denselab.training.devices",
+    "denselab.tracking.runs",
+    "denselab.tracking.logger",
+    "denselab.reporting.callbacks",
+    "denselab.reporting.artifacts",
 )
 STOP = 3  # exit code of a probe that reached the first step
 
@@ -76,10 +76,10 @@ def instrument(mark, stop) -> None:
     """Stamp the end of each stage of train() by wrapping what starts the next one."""
     import pytorch_lightning as pl
 
-    import denselab.threads as threads
-    import denselab.tracking as tracking
+    import denselab.training.threads as threads
+    import denselab.tracking.runs as tracking
     from denselab.data.base import ImageDataModule
-    from denselab.model import MLPClassifier
+    from denselab.training.module import MLPClassifier
 
     seen: set[str] = set()
 

@@ -87,11 +87,11 @@ def overheads() -> dict[str, float]:
             capture_output=True,
         )
         store = timed(
-            "import mlflow; from denselab.tracking import open_store; "
+            "import mlflow; from denselab.tracking.runs import open_store; "
             f"c = open_store('{uri}'); e = c.get_experiment_by_name('b') or "
             f"c.create_experiment('b'); c.create_run(str(e if isinstance(e, str) else "
             "e.experiment_id))",
-        ) - timed("import mlflow, denselab.tracking")
+        ) - timed("import mlflow, denselab.tracking.runs")
     return {"start Python": python, "imports (torch, Lightning, MLflow)": imports,
             "open the store, create the run": store}
 
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", default=["data=fashion_mnist"])
     args = parser.parse_args()
 
-    from denselab.threads import machine_cpus
+    from denselab.training.threads import machine_cpus
 
     print(f"{args.jobs}-job sweep, {args.epochs} epochs, figures on, {machine_cpus()} CPUs: "
           f"{' '.join(args.overrides)}")

@@ -1,6 +1,6 @@
 """Seconds per training step with 1 and with more torch threads, across network sizes.
 
-The evidence behind denselab.threads.auto_threads: for each (input size, hidden widths,
+The evidence behind denselab.training.threads.auto_threads: for each (input size, hidden widths,
 batch size) it times plain SGD steps of the MLP (forward, loss, backward, step) with one
 thread and with ``--threads`` threads, alternating, best of ``--repeats``, and prints the
 ratio next to the multiply-adds per step and what the rule picks. Run it on an idle machine:
@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from denselab.model import build_mlp
-from denselab.threads import auto_threads, step_macs
+from denselab.training.network import build_mlp
+from denselab.training.threads import auto_threads, step_macs
 
 INPUTS = (64, 784, 3072, 12288)
 HIDDEN = ((), (128,), (512,), (128, 128, 128), (1024, 1024))

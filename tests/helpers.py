@@ -281,7 +281,7 @@ def write_checkpoint(
 
     import torch
 
-    from denselab.network import build_mlp
+    from denselab.training.network import build_mlp
 
     torch.manual_seed(seed)
     net = build_mlp(math.prod(input_shape), list(hidden_sizes), len(class_names))

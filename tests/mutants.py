@@ -60,7 +60,7 @@ MUTANTS = [
     # -- what a job is: its config and its data ------------------------------------------
     Mutant(
         "a job's identity leaves out its data",
-        "src/denselab/sweep.py",
+        "src/denselab/sweeps/parent.py",
         "    params[DATA_TAG] = data_digest\n",
         "",
         [CONFIG_HASH_TEST],
@@ -74,7 +74,7 @@ MUTANTS = [
     ),
     Mutant(
         "a resume on other data is continued",
-        "src/denselab/resume.py",
+        "src/denselab/tracking/resume.py",
         "    if resume.data_digest and resume.data_digest != data_digest:",
         "    if False:",
         ["tests/test_digest.py"],
@@ -90,35 +90,35 @@ MUTANTS = [
     # -- sweeps: what is skipped, what runs again ----------------------------------------
     Mutant(
         "a rerun skips jobs that FAILED, not only FINISHED ones",
-        "src/denselab/sweep.py",
+        "src/denselab/sweeps/parent.py",
         "and attributes.status = 'FINISHED'\",",
         "and attributes.status != 'KILLED'\",",
         ["tests/test_sweep_rules.py::test_a_rerun_runs_failed_jobs_anew_and_skips_only_finished_ones"],
     ),
     Mutant(
         "tracking.skip_finished=false still skips finished jobs",
-        "src/denselab/sweep.py",
+        "src/denselab/sweeps/parent.py",
         "        bool(cfg.tracking.skip_finished),\n",
         "        True,\n",
         [REUSE_TEST],
     ),
     Mutant(
         "a job reused from another sweep is not tagged",
-        "src/denselab/sweep.py",
+        "src/denselab/sweeps/parent.py",
         "        if self.parent_id not in parents:\n",
         "        if False:\n",
         [REUSE_TEST],
     ),
     Mutant(
         "the sweep's jobs ranked by test/acc",
-        "src/denselab/sweep_report.py",
+        "src/denselab/sweeps/summary.py",
         "table = table.sort_values(OBJECTIVE, ascending=False,",
         'table = table.sort_values("test/acc", ascending=False,',
         ["tests/test_sweep_report.py::test_the_best_job_is_the_best_by_validation_even_where_test_ranks_otherwise"],
     ),
     Mutant(
         "the sweep's best job chosen by test/acc",
-        "src/denselab/sweep_report.py",
+        "src/denselab/sweeps/summary.py",
         '    return done.loc[done[OBJECTIVE].astype(float).idxmax()]',
         '    return done.loc[done["test/acc"].astype(float).idxmax()]',
         ["tests/test_sweep_report.py::test_the_best_job_is_the_best_by_validation_even_where_test_ranks_otherwise"],
@@ -126,21 +126,21 @@ MUTANTS = [
     # -- figures: numbers drawn the right way round -------------------------------------
     Mutant(
         "the confusion heatmap drawn transposed",
-        "src/denselab/figures.py",
+        "src/denselab/reporting/figures.py",
         "image = ax.imshow(np.ma.masked_equal(counts, 0),",
         "image = ax.imshow(np.ma.masked_equal(counts.T, 0),",
         [CONFUSION_TEST],
     ),
     Mutant(
         "the confusion counts written in transposed cells",
-        "src/denselab/figures.py",
+        "src/denselab/reporting/figures.py",
         "                predicted, true, str(count),",
         "                true, predicted, str(count),",
         [CONFUSION_TEST],
     ),
     Mutant(
         "the first-layer weight figure drawn with flipped sign",
-        "src/denselab/figures.py",
+        "src/denselab/reporting/figures.py",
         "        image = ax.imshow(tile, cmap=WEIGHT_CMAP,",
         "        image = ax.imshow(-tile, cmap=WEIGHT_CMAP,",
         ["tests/test_figures.py::test_first_layer_weight_figure_draws_positive_green_negative_purple"],
@@ -148,14 +148,14 @@ MUTANTS = [
     # -- training: divergence, ranks, resume ---------------------------------------------
     Mutant(
         "a loss may grow a million times before the run is stopped",
-        "src/denselab/divergence.py",
+        "src/denselab/training/divergence.py",
         "max_growth: float = 1000.0,",
         "max_growth: float = 1e6,",
         [DIVERGENCE_TEST],
     ),
     Mutant(
         "the loss growth check switched off",
-        "src/denselab/divergence.py",
+        "src/denselab/training/divergence.py",
         "value <= self.max_growth * max(self.first_loss, 1e-12)",
         "True",
         [DIVERGENCE_TEST],
@@ -169,14 +169,14 @@ MUTANTS = [
     ),
     Mutant(
         "resume may change the optimizer",
-        "src/denselab/resume.py",
+        "src/denselab/tracking/resume.py",
         '    "threads",\n)',
         '    "threads",\n    "optimizer",\n)',
         ["tests/test_resume.py::test_resume_refuses_every_change_to_what_is_trained"],
     ),
     Mutant(
         "resume may not raise trainer.max_epochs",
-        "src/denselab/resume.py",
+        "src/denselab/tracking/resume.py",
         '    "trainer.max_epochs",\n',
         "",
         ["tests/test_digest.py::test_a_resume_on_other_data_is_refused_naming_both_digests"],
@@ -191,7 +191,7 @@ MUTANTS = [
     # -- figures of data without labelled test rows ---------------------------------------
     Mutant(
         "data without labelled test rows draws no final figures",
-        "src/denselab/callbacks.py",
+        "src/denselab/reporting/callbacks.py",
         '        if "test" not in self.evaluator.splits:\n',
         "        if False:\n",
         ["tests/test_image_table.py::test_training_scores_train_and_valid_and_logs_hidden_predictions"],
@@ -206,28 +206,28 @@ MUTANTS = [
     ),
     Mutant(
         "training batches of uint8 pixels are not divided by 255",
-        "src/denselab/pixels.py",
+        "src/denselab/data/pixels.py",
         "return x.float().div_(UINT8_MAX)",
         "return x.float()",
         ["tests/test_stored_pixels.py::test_as_float_scales_uint8_and_widens_floats"],
     ),
     Mutant(
         "served uint8 pixels divided by 256, not 255",
-        "src/denselab/preprocessing.py",
+        "src/denselab/serving/preprocessing.py",
         "return tensor.to(torch.float32).div_(255.0)",
         "return tensor.to(torch.float32).div_(256.0)",
         ["tests/test_predict.py::test_arrays_are_scaled_as_training_scales_a_split"],
     ),
     Mutant(
         "confusion counts with rows predicted and columns true",
-        "src/denselab/analysis.py",
+        "src/denselab/reporting/analysis.py",
         "minlength=num_classes * num_classes).reshape(num_classes, num_classes)",
         "minlength=num_classes * num_classes).reshape(num_classes, num_classes).T",
         ["tests/test_analysis.py::test_confusion_counts_equal_a_direct_count"],
     ),
     Mutant(
         "most confused pairs read 'predicted taken for true'",
-        "src/denselab/analysis.py",
+        "src/denselab/reporting/analysis.py",
         'f"{class_names[true]} taken for {class_names[predicted]}"',
         'f"{class_names[predicted]} taken for {class_names[true]}"',
         [
@@ -236,7 +236,7 @@ MUTANTS = [
     ),
     Mutant(
         "first-layer weights coloured purple positive, green negative",
-        "src/denselab/figures.py",
+        "src/denselab/reporting/figures.py",
         'WEIGHT_CMAP = "PRGn"',
         'WEIGHT_CMAP = "PRGn_r"',
         [
@@ -259,14 +259,14 @@ MUTANTS = [
     ),
     Mutant(
         "typical examples: each image's most likely class, not each class's surest image",
-        "src/denselab/analysis.py",
+        "src/denselab/reporting/analysis.py",
         "return np.asarray(probs).argmax(axis=0)",
         "return np.asarray(probs).argmax(axis=1)",
         ["tests/test_analysis.py::test_typical_examples_are_the_argmax_indices"],
     ),
     Mutant(
         "predict reads each file into the next file's row",
-        "src/denselab/inputs.py",
+        "src/denselab/serving/inputs.py",
         "out[i] = preprocessing.read_file(files[i])",
         "out[i] = preprocessing.read_file(files[i - 1])",
         [
@@ -275,7 +275,7 @@ MUTANTS = [
     ),
     Mutant(
         "a run's artifacts land under the current folder, not beside its store",
-        "src/denselab/tracking.py",
+        "src/denselab/tracking/runs.py",
         "    return (db.resolve().parent / folder).as_uri()\n",
         "    return None\n",
         ["tests/test_train.py::test_short_training_beats_chance_and_logs_everything"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from denselab import analysis
+from denselab.reporting import analysis
 
 K = 5
 NAMES = ["zero", "one", "two", "three", "four"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from denselab.callback_group import CallbackGroup, grouped
-from denselab.divergence import DivergenceGuard
+from denselab.training.callback_group import CallbackGroup, grouped
+from denselab.training.divergence import DivergenceGuard
 
 
 class Recorder(pl.Callback):

@@ -13,10 +13,10 @@ from hydra.utils import instantiate
 from mlflow import MlflowClient
 from PIL import Image
 
-from denselab import callbacks
+from denselab.reporting import callbacks
 from denselab.data.mnist import FashionMNISTDataModule
 from denselab.errors import ConfigError
-from denselab.model import MLPClassifier
+from denselab.training.module import MLPClassifier
 from denselab.train import instantiate_callbacks, train
 
 FIGURES = {

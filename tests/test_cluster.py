@@ -11,7 +11,7 @@ from helpers import console_script, run_cli
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from denselab.cluster import check_slurm_launcher, scheduler_tags
+from denselab.sweeps.slurm import check_slurm_launcher, scheduler_tags
 from denselab.config import register_schemas
 from denselab.errors import ConfigError
 
@@ -89,7 +89,7 @@ def test_other_launchers_are_not_checked():
 def test_the_check_runs_first_among_the_sweep_callbacks():
     callbacks = hydra_cfg().hydra.callbacks
     assert list(callbacks)[0] == "slurm_launcher"
-    assert callbacks.slurm_launcher._target_ == "denselab.cluster.CheckSlurmLauncher"
+    assert callbacks.slurm_launcher._target_ == "denselab.sweeps.slurm.CheckSlurmLauncher"
 
 
 def test_scheduler_tags_name_the_job_its_node_and_its_logs(tmp_path):

@@ -141,7 +141,7 @@ def test_flowers_config_and_its_checks(compose_cfg):
 def test_course_flowers_preset_is_the_course_network(compose_cfg):
     from hydra.utils import instantiate
 
-    from denselab.model import count_parameters
+    from denselab.training.module import count_parameters
 
     cfg = compose_cfg(["experiment=course_flowers"])
     assert cfg.data.name == "flowers17" and cfg.data.image_size == 64
@@ -197,7 +197,7 @@ def test_yaml_options_do_not_repeat_their_schemas_defaults():
 
 def test_the_config_and_its_constants_load_without_torch():
     code = (
-        "import sys, denselab.config, denselab.constants, denselab.train; "
+        "import sys, denselab.config, denselab.train; "
         "assert 'torch' not in sys.modules and 'pytorch_lightning' not in sys.modules"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -207,9 +207,9 @@ def test_the_config_and_its_constants_load_without_torch():
 def test_constructors_take_their_defaults_from_the_schemas():
     import inspect
 
-    from denselab.callbacks import ConfusionMatrix, WeightImages
+    from denselab.reporting.callbacks import ConfusionMatrix, WeightImages
     from denselab.config import ConfusionMatrixSchema, ModelSchema, WeightImagesSchema
-    from denselab.model import MLPClassifier
+    from denselab.training.module import MLPClassifier
 
     def default(cls, name):
         return inspect.signature(cls).parameters[name].default

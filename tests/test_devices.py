@@ -12,7 +12,7 @@ from helpers import run_cli
 
 from denselab.data.base import Split, TensorBatches
 from denselab.data.digits import DigitsDataModule
-from denselab.model import MLPClassifier
+from denselab.training.module import MLPClassifier
 
 DIGITS_TRAIN = 1150  # digits: 1,797 images, 20 % test, 20 % of the rest validation
 

@@ -60,9 +60,9 @@ weight_decay: 0.01
 
 FIGURE_MODULE = '''
 """A histogram of the test split's confidence in its predictions."""
-from denselab.callbacks import FinalEvaluationCallback
-from denselab.figures import new_figure
-from denselab.report import Artifacts
+from denselab.reporting.callbacks import FinalEvaluationCallback
+from denselab.reporting.figures import new_figure
+from denselab.reporting.artifacts import Artifacts
 
 
 def confidence_histogram(evaluation):

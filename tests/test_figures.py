@@ -12,7 +12,9 @@ from matplotlib.colors import to_rgb
 from matplotlib.text import Text
 from PIL import Image
 
-from denselab import analysis, figures
+from denselab.reporting import analysis
+
+from denselab.reporting import figures
 from denselab.data.flowers import CLASS_NAMES as FLOWER_NAMES
 
 DIGITS = [str(d) for d in range(10)]

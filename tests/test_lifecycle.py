@@ -11,9 +11,10 @@ import torch
 from conftest import only_run
 from helpers import PROMPT_S, start_cli, stop_and_time, wait_for_file
 
-from denselab.checkpoints import STATE_KEY, AtomicCheckpointIO
+from denselab.training.checkpoints import STATE_KEY, AtomicCheckpointIO
 from denselab.data.digits import DigitsDataModule
-from denselab.divergence import DivergenceGuard, LossDiverged
+from denselab.errors import LossDiverged
+from denselab.training.divergence import DivergenceGuard
 
 # Digits in batches of 8: epochs of ~150 steps, long enough that a signal sent after the
 # first checkpoint lands mid-run, short enough to keep each test at seconds.
@@ -107,7 +108,7 @@ def test_the_training_order_goes_on_from_a_saved_state():
 HANDED_ON = """
 import os, signal, sys
 from pathlib import Path
-from denselab.lifecycle import stop_on_signals
+from denselab.tracking.signals import stop_on_signals
 
 marker = Path(sys.argv[1])
 # What submitit does in a SLURM job before the task starts: its own SIGUSR1 handler.
@@ -134,7 +135,7 @@ def test_time_limit_signal_is_handed_on_to_the_schedulers_handler(tmp_path):
 STUCK_THEN_HANDED_ON = """
 import os, signal, sys, time
 from pathlib import Path
-from denselab import lifecycle
+from denselab.tracking import signals as lifecycle
 
 marker = Path(sys.argv[1])
 lifecycle.TIME_LIMIT_GRACE_S = 0.5
@@ -226,9 +227,9 @@ SIGNAL_MID_WRITE = """
 import os, signal, sys
 from mlflow import MlflowClient
 from sqlalchemy import event
-from denselab.lifecycle import stop_on_signals
-from denselab.run_logger import RunLogger
-from denselab.tracking import run_status
+from denselab.tracking.signals import stop_on_signals
+from denselab.tracking.logger import RunLogger
+from denselab.tracking.runs import run_status
 
 uri, run_id = sys.argv[1:3]
 logger = RunLogger(tracking_uri=uri, run_id=run_id)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from denselab.model import MLPClassifier, build_mlp, classification_loss, count_parameters
+from denselab.training.module import MLPClassifier, classification_loss, count_parameters
+from denselab.training.network import build_mlp
 
 
 @pytest.mark.parametrize(
@@ -38,7 +39,7 @@ def test_mse_loss_compares_softmax_with_one_hot():
 
 def test_an_evaluation_holds_probabilities_loss_and_accuracy():
     from denselab.data.base import ImageDataModule, Split
-    from denselab.evaluation import Evaluator
+    from denselab.reporting.evaluation import Evaluator
 
     model = MLPClassifier(input_shape=(2,), num_classes=2, hidden_sizes=[])
     with torch.no_grad():

@@ -21,13 +21,14 @@ from helpers import (
 )
 from PIL import Image
 
-from denselab.classifier import Classifier, ModelNotFoundError, load
+from denselab.errors import InputError, ModelNotFoundError
+from denselab.serving.classifier import Classifier, load
 from denselab.data import images as image_decoding
 from denselab.data.base import stored_pixels
-from denselab.pixels import as_float
-from denselab.inputs import read_inputs
+from denselab.data.pixels import as_float
+from denselab.serving.inputs import read_inputs
 from denselab.predict import main, write_csv_atomically
-from denselab.preprocessing import InputError, Preprocessing
+from denselab.serving.preprocessing import Preprocessing
 
 GRAY = Preprocessing(input_shape=(28, 28), class_names=tuple("0123456789"))
 RGB = Preprocessing(input_shape=(16, 16, 3), class_names=("a", "b", "c"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from denselab import console
-from denselab.console import TimedProgressBar, progress_bars
+from denselab.training import console
+from denselab.training.console import TimedProgressBar, progress_bars
 
 
 def test_redraws_at_most_once_an_interval_and_always_at_the_end(monkeypatch):

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from denselab.errors import ConfigError
-from denselab.resume import merged_config, prepare_resume
+from denselab.tracking.resume import merged_config, prepare_resume
 
 DIGITS = ["data=digits", "data.batch_size=8", "callbacks=none", "trainer.enable_progress_bar=false"]
 EPOCHS = 8

@@ -18,12 +18,14 @@ from hydra import compose, initialize_config_module
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 
-from denselab.classifier import CheckpointError, Classifier, load_checkpoint
+from denselab.errors import CheckpointError
+from denselab.serving.classifier import Classifier
+from denselab.training.checkpoint_files import load_checkpoint
 from denselab.config import register_schemas, validate_config
 from denselab.errors import ConfigError
-from denselab.evaluation import Evaluator, restore_weights
-from denselab.preprocessing import raw_pixels
-from denselab.serving import CHAMPION, register
+from denselab.reporting.evaluation import Evaluator, restore_weights
+from denselab.serving.preprocessing import raw_pixels
+from denselab.serving.mlflow_model import CHAMPION, register
 from denselab.train import train
 
 

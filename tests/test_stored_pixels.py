@@ -9,8 +9,8 @@ from helpers import write_image_table
 
 from denselab.data.base import Split, TensorBatches, stored_pixels
 from denselab.data.mnist import MNISTDataModule
-from denselab.model import MLPClassifier
-from denselab.pixels import as_float
+from denselab.training.module import MLPClassifier
+from denselab.data.pixels import as_float
 from denselab.train import train
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from denselab.threads import machine_cpus
+from denselab.training.threads import machine_cpus
 from helpers import (
     run_cli,
     start_cli,

@@ -1,5 +1,5 @@
-"""A sweep's summary (denselab.sweep_report) and what makes a sweep or a job the same
-(denselab.sweep), without MLflow or a launcher."""
+"""A sweep's summary (denselab.sweeps.summary) and what makes a sweep or a job the same
+(denselab.sweeps.parent), without MLflow or a launcher."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import math
 import pytest
 from hydra import compose, initialize_config_module
 
-from denselab import sweep, sweep_report
+from denselab.sweeps import parent as sweep
+
+from denselab.sweeps import summary as sweep_report
 from denselab.config import register_schemas
-from denselab.threads import cpu_threads, machine_cpus
+from denselab.training.threads import cpu_threads, machine_cpus
 
 
 def rows(*specs):

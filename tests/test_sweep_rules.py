@@ -13,7 +13,7 @@ import pytest
 from helpers import run_cli, sweep_runs, write_image_table
 from test_sweep import FAST, said, store, table_of
 
-from denselab.threads import machine_cpus
+from denselab.training.threads import machine_cpus
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ def test_a_reused_job_is_listed_and_skip_finished_false_reruns_all(tmp_path):
 
 
 def test_parallel_jobs_train_with_their_share_of_the_cpus(tmp_path):
-    # 10.4 million multiply-adds a step: a run alone takes every CPU (denselab.threads).
+    # 10.4 million multiply-adds a step: a run alone takes every CPU (denselab.training.threads).
     big = ["model.hidden_sizes=[4400]", "trainer.max_epochs=1", *FAST[2:], "data=digits"]
     alone = run_cli([*big, "seed=1"], tmp_path)
     assert alone.returncode == 0, said(alone)

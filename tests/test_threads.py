@@ -8,7 +8,7 @@ from hydra.errors import ConfigCompositionException
 
 from denselab.config import validate_config
 from denselab.errors import ConfigError
-from denselab.threads import (
+from denselab.training.threads import (
     MANY_THREADS_FROM_MACS,
     apply_threads,
     auto_threads,

@@ -8,11 +8,17 @@ import pytest
 from mlflow import MlflowClient
 
 from denselab.errors import TrackingError
-from denselab.tracking import flatten, get_or_create_experiment, open_store, run_name, run_status
+from denselab.tracking.runs import (
+    flatten,
+    get_or_create_experiment,
+    open_store,
+    run_name,
+    run_status,
+)
 
 
 def test_default_store_is_sqlite_under_the_start_dir(compose_cfg, tmp_path, monkeypatch):
-    from denselab.tracking import tracking_uri
+    from denselab.tracking.runs import tracking_uri
 
     monkeypatch.chdir(tmp_path)
     assert tracking_uri(compose_cfg()) == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"

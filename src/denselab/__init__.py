@@ -18,7 +18,7 @@ def fit(*overrides, **kwargs):
 
 def load(model, tracking_uri=None):
     """A trained network (``runs:/<id>/model``, ``models:/<name>@<alias>``, a .ckpt) as a
-    :class:`denselab.classifier.Classifier`: ``.predict(images)`` -> DataFrame, ``.classes``."""
+    :class:`denselab.serving.classifier.Classifier`: ``.predict(images)`` -> DataFrame."""
     from denselab.api import load as _load
 
     return _load(model, tracking_uri)

@@ -44,9 +44,9 @@ class FitResult:
         return f"runs:/{self.run_id}/model"
 
     def classifier(self):
-        """The trained network as a :class:`~denselab.classifier.Classifier`, in memory."""
-        from denselab.classifier import Classifier
-        from denselab.preprocessing import preprocessing_of
+        """The trained network as a :class:`~denselab.serving.classifier.Classifier`, in memory."""
+        from denselab.serving.classifier import Classifier
+        from denselab.serving.preprocessing import preprocessing_of
 
         return Classifier.from_module(self.model, preprocessing_of(self.datamodule))
 
@@ -101,11 +101,11 @@ def load(model: str | Path, tracking_uri: Optional[str] = None):
     """A trained network to classify images with: ``runs:/<run id>/model``,
     ``models:/<name>@<alias>``, an MLflow model folder or a ``.ckpt`` checkpoint.
     ``tracking_uri``: the store of runs:/ and models:/ URIs (default: $MLFLOW_TRACKING_URI,
-    else ./mlruns). Returns a :class:`~denselab.classifier.Classifier`: ``.predict(images)``
+    else ./mlruns). Returns a :class:`~denselab.serving.classifier.Classifier`: ``.predict(images)``
     (an array, or a folder, glob, .npy or IDX path) gives a DataFrame, ``.classes`` the
     class names."""
     with process_as_found():
-        from denselab.classifier import load as load_classifier
+        from denselab.serving.classifier import load as load_classifier
 
         return load_classifier(model, tracking_uri)
 

@@ -21,8 +21,16 @@ from typing import Any, Callable, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from denselab.constants import ACTIVATIONS, LOSSES, SPLITS
 from denselab.errors import ConfigError
+
+# The splits a dataset may have, in the order tables list them.
+SPLITS = ("train", "val", "test")
+
+# Activation name in the config -> the torch.nn class that implements it.
+ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU"}
+
+# cross_entropy: on logits; mse: squared error of softmax outputs against one-hot targets.
+LOSSES = ("cross_entropy", "mse")
 
 # -- ranges and choices --------------------------------------------------------------------
 
@@ -168,7 +176,7 @@ class ImageTableDataSchema(HeldOutDataSchema):
 
 @dataclass
 class ModelSchema:
-    _target_: str = "denselab.model.MLPClassifier"
+    _target_: str = "denselab.training.module.MLPClassifier"
     # []: no hidden layer, the course's "multinomial" model (softmax regression).
     hidden_sizes: List[int] = setting(
         [128],
@@ -252,17 +260,17 @@ class TrackingSchema:
 class LoggerSchema:
     """The Lightning logger, and the one writer of everything a run records."""
 
-    _target_: str = "denselab.run_logger.RunLogger"
+    _target_: str = "denselab.tracking.logger.RunLogger"
 
 
 @dataclass
 class CheckpointSchema:
-    """Lightning's ModelCheckpoint (denselab.checkpoints.RunCheckpoint): the best epoch by
+    """Lightning's ModelCheckpoint (denselab.training.checkpoints.RunCheckpoint): the best epoch by
     ``monitor`` is what the run is tested and reported on; ``last.ckpt``, written atomically
     at each epoch's end, is what resume continues from. Its folder is the job's output dir,
     or the resumed run's own folder."""
 
-    _target_: str = "denselab.checkpoints.RunCheckpoint"
+    _target_: str = "denselab.training.checkpoints.RunCheckpoint"
     # Copy last.ckpt to the run each epoch (resume/last.ckpt), for resuming elsewhere.
     upload_last: bool = "${tracking.log_checkpoint}"
     monitor: str = "val/acc"
@@ -284,7 +292,7 @@ class CallbackSchema:
 class ClassSamplesSchema(CallbackSchema):
     """Random training images of each class, when training starts."""
 
-    _target_: str = "denselab.callbacks.ClassSamples"
+    _target_: str = "denselab.reporting.callbacks.ClassSamples"
     per_class: int = setting(10, COUNT)
     seed: int = "${seed}"
 
@@ -293,7 +301,7 @@ class ClassSamplesSchema(CallbackSchema):
 class ConfusionMatrixSchema(CallbackSchema):
     """Heatmap, counts CSV and the ``top_k`` most confused pairs of each split."""
 
-    _target_: str = "denselab.callbacks.ConfusionMatrix"
+    _target_: str = "denselab.reporting.callbacks.ConfusionMatrix"
     splits: List[str] = setting(["val", "test"], SPLIT_NAMES)
     top_k: int = setting(5, COUNT)
 
@@ -302,7 +310,7 @@ class ConfusionMatrixSchema(CallbackSchema):
 class WeightImagesSchema(CallbackSchema):
     """First-layer weights as images, and an image series over the epochs."""
 
-    _target_: str = "denselab.callbacks.WeightImages"
+    _target_: str = "denselab.reporting.callbacks.WeightImages"
     hidden_units: int = setting(16, COUNT)
     # None: an image every epoch up to 20 epochs, then about 20 images in all.
     every_n_epochs: Optional[int] = setting(None, COUNT)
@@ -312,7 +320,7 @@ class WeightImagesSchema(CallbackSchema):
 class TypicalExamplesSchema(CallbackSchema):
     """Each class's most confident image, and the ``mistakes`` most confident mistakes."""
 
-    _target_: str = "denselab.callbacks.TypicalExamples"
+    _target_: str = "denselab.reporting.callbacks.TypicalExamples"
     splits: List[str] = setting(["train", "val", "test"], SPLIT_NAMES)
     mistakes: int = setting(16, COUNT)
 
@@ -321,14 +329,14 @@ class TypicalExamplesSchema(CallbackSchema):
 class TrainingCurvesSchema(CallbackSchema):
     """Loss and accuracy per epoch, train against validation."""
 
-    _target_: str = "denselab.callbacks.TrainingCurves"
+    _target_: str = "denselab.reporting.callbacks.TrainingCurves"
 
 
 @dataclass
 class ClassMetricsSchema(CallbackSchema):
     """Per-class precision, recall, F1 and support (a table)."""
 
-    _target_: str = "denselab.callbacks.ClassMetrics"
+    _target_: str = "denselab.reporting.callbacks.ClassMetrics"
     splits: List[str] = setting(["test"], SPLIT_NAMES)
 
 
@@ -346,7 +354,7 @@ class RunSchema:
     # name -> Lightning callback config (``_target_``); see conf/callbacks/.
     callbacks: Any = None
     seed: int = 42
-    # torch's CPU threads; None: the faster count for the network (denselab.threads).
+    # torch's CPU threads; None: the faster count for the network (denselab.training.threads).
     threads: Optional[int] = setting(None, THREADS)
     # An MLflow run id, or "last" (the experiment's newest unfinished run): continue that run
     # with its own settings (README, "When things go wrong").

@@ -1,4 +1,14 @@
-"""Errors a user can cause and fix: they are reported as one sentence, without a traceback."""
+"""Errors a user can cause and fix: they are reported as one sentence, without a traceback.
+
+Every exception class of denselab is here, so that a caller catches them from one place.
+No torch, Lightning or MLflow: the entry points import this before anything heavy.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Optional
 
 
 class DenselabError(Exception):
@@ -15,6 +25,70 @@ class DataError(DenselabError):
 
 class TrackingError(DenselabError):
     """An MLflow tracking store that cannot be used."""
+
+
+class CheckpointError(DenselabError):
+    """A checkpoint that cannot be (safely) read."""
+
+
+class ModelNotFoundError(DenselabError):
+    """A model URI or path that names nothing loadable."""
+
+
+class InputError(DenselabError):
+    """Images that cannot be turned into the network's input."""
+
+
+class UsageError(DenselabError):
+    """Arguments the command does not understand."""
+
+
+class LossDiverged(DenselabError):
+    """The training loss became nan or infinite."""
+
+
+# The signals that warn of a time limit (sbatch --signal=USR1@..., submitit's USR2): a run
+# stopped by one is tagged resumable (see denselab.tracking.signals).
+TIME_LIMIT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
+
+class RunStopped(BaseException):
+    """A stop signal arrived. A BaseException, like KeyboardInterrupt, so that no library's
+    ``except Exception`` swallows it; Lightning passes it through after its own cleanup."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.run_id: Optional[str] = None  # None: stopped before the run existed
+        self.resume_command: Optional[str] = None
+        self.last_checkpoint: Optional[Path] = None
+
+    def ended_run(self, run_id: str, resume_command: str, last_checkpoint: Optional[Path]) -> None:
+        """Record the run this stop ended (KILLED), for the closing sentence."""
+        self.run_id, self.resume_command = run_id, resume_command
+        self.last_checkpoint = last_checkpoint
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    @property
+    def resumable(self) -> bool:
+        return self.signum in TIME_LIMIT_SIGNALS
+
+    def sentence(self) -> str:
+        name = signal.Signals(self.signum).name
+        if self.run_id is None:
+            return f"Stopped by {name} before the MLflow run was created."
+        where = (
+            f"it continues from {self.last_checkpoint}"
+            if self.last_checkpoint and self.last_checkpoint.is_file()
+            else "it had no checkpoint yet and starts again from epoch 0"
+        )
+        return (
+            f"Stopped by {name}: run {self.run_id} ended KILLED; {where} with "
+            f"`{self.resume_command}`."
+        )
 
 
 def first_line(err: BaseException) -> str:

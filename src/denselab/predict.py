@@ -17,7 +17,7 @@ Keys (key=value, as denselab-train's overrides):
                 $MLFLOW_TRACKING_URI, else ./mlruns, where denselab-train writes)
   progress      true/false: a progress bar while reading many files (default true)
 
-Images are converted as in training (see denselab/preprocessing.py). The CSV is written to
+Images are converted as in training (see denselab/serving/preprocessing.py). The CSV is written to
 a temporary file and moved into place whole: an error leaves no partial CSV behind.
 """
 
@@ -31,16 +31,12 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from denselab.errors import DenselabError, first_line
+from denselab.errors import DenselabError, UsageError, first_line
 
 log = logging.getLogger("denselab.predict")
 
 KEYS = ("model", "inputs", "out", "log_to", "tracking_uri", "progress")
 USAGE = "usage: denselab-predict model=<URI or .ckpt> inputs=<folder|glob|.npy|.gz> [out=preds.csv]"
-
-
-class UsageError(DenselabError):
-    """Arguments the command does not understand."""
 
 
 def parse_args(argv: Sequence[str]) -> dict[str, str]:
@@ -70,8 +66,8 @@ def predict(
     progress: bool = True,
 ):
     """Classify ``inputs`` with ``model``, write the table to ``out``; returns the table."""
-    from denselab.classifier import default_tracking_uri, load
-    from denselab.inputs import read_inputs
+    from denselab.serving.classifier import default_tracking_uri, load
+    from denselab.serving.inputs import read_inputs
 
     uri = tracking_uri or default_tracking_uri()
     client = _run_to_log_to(log_to, uri) if log_to else None  # fail before the work
@@ -112,7 +108,7 @@ def write_csv_atomically(table, out: Path) -> None:
 def _run_to_log_to(run_id: str, uri: str):
     from mlflow.exceptions import MlflowException
 
-    from denselab.tracking import open_store
+    from denselab.tracking.runs import open_store
 
     client = open_store(uri)
     try:

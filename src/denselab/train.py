@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from denselab.config import register_schemas, validate_config
 from denselab.errors import DenselabError
-from denselab.lifecycle import stop_on_signals
+from denselab.tracking.signals import stop_on_signals
 
 log = logging.getLogger("denselab")
 
@@ -43,8 +43,8 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     run, once created, always ends FINISHED, FAILED or KILLED.
     """
     validate_config(cfg)
-    from denselab.resume import prepare_resume, refuse_other_data
-    from denselab.sweep import config_hash, sweep_job
+    from denselab.tracking.resume import prepare_resume, refuse_other_data
+    from denselab.sweeps.parent import config_hash, sweep_job
 
     job = sweep_job(cfg, overrides) if not cfg.get("resume") else None
     # Before the heavy imports, so that a resume that cannot be done is refused at once.
@@ -55,15 +55,15 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from denselab.callback_group import grouped
-    from denselab.callbacks import RunCallback
-    from denselab.checkpoints import AtomicCheckpointIO
-    from denselab.console import progress_bars, quiet_third_party_notices
-    from denselab.divergence import DivergenceGuard
-    from denselab.evaluation import Evaluator, restore_weights
-    from denselab.threads import apply_threads
-    from denselab.ranks import joined_run, share_run
-    from denselab.tracking import run_name, run_status, start_run, tracking_uri
+    from denselab.training.callback_group import grouped
+    from denselab.reporting.callbacks import RunCallback
+    from denselab.training.checkpoints import AtomicCheckpointIO
+    from denselab.training.console import progress_bars, quiet_third_party_notices
+    from denselab.training.divergence import DivergenceGuard
+    from denselab.reporting.evaluation import Evaluator, restore_weights
+    from denselab.training.threads import apply_threads
+    from denselab.training.devices import joined_run, share_run
+    from denselab.tracking.runs import run_name, run_status, start_run, tracking_uri
 
     quiet_third_party_notices()
     _quiet_irrelevant_warnings()
@@ -143,7 +143,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
 def _resume_stopped(
     cfg: DictConfig, job, fingerprint: str, overrides: Sequence[str], output_dir: Path
 ):
-    """The :class:`denselab.resume.Resume` of this sweep's earlier, stopped try of the same
+    """The :class:`denselab.tracking.resume.Resume` of this sweep's earlier, stopped try of the same
     job (config ``fingerprint``), checked as ``resume=`` checks it; None when there is none
     that can go on, and the job starts anew.
 
@@ -152,7 +152,7 @@ def _resume_stopped(
     the others again would trip on what the first resume wrote back (an absolute data.dir).
     """
     from denselab.errors import ConfigError
-    from denselab.resume import MAY_CHANGE, override_keys, prepare_resume
+    from denselab.tracking.resume import MAY_CHANGE, override_keys, prepare_resume
 
     stopped = job.stopped_run(fingerprint)
     if stopped is None:
@@ -204,8 +204,8 @@ def log_run_settings(
     """Params (the resolved config, flattened, and the parameter count), the config as YAML,
     the input shape and the torch threads it trains with (tag ``torch_threads``: a sweep's
     parallel jobs share the CPUs). A resumed run keeps the params it started with."""
-    from denselab.model import count_parameters
-    from denselab.tracking import run_name, run_params
+    from denselab.training.module import count_parameters
+    from denselab.tracking.runs import run_name, run_params
 
     params = run_params(cfg)
     params["params_total"] = count_parameters(model)
@@ -221,9 +221,9 @@ def report_run(run, evaluator, checkpoint_path: str, tracking=None) -> None:
     """What the final weights score on each split, their hidden-label predictions, the
     checkpoint they came from, the network as the run's MLflow model, the run's description,
     and where to read it all."""
-    from denselab import report
-    from denselab.console import run_address
-    from denselab.constants import CURVE_METRICS
+    from denselab.reporting import artifacts as report
+    from denselab.training.console import run_address
+    from denselab.reporting.artifacts import CURVE_METRICS
 
     table = evaluator.accuracy_by_split()
     run.table(table, "accuracy_by_split")
@@ -234,7 +234,7 @@ def report_run(run, evaluator, checkpoint_path: str, tracking=None) -> None:
     if checkpoint_path:
         run.file(checkpoint_path, "checkpoints")
     if tracking is not None and tracking.log_model:
-        from denselab.serving import log_run_model
+        from denselab.serving.mlflow_model import log_run_model
 
         log_run_model(run, evaluator, tracking.register_as)
     scored = evaluator.evaluation(evaluator.splits[-1])  # test, where the data has one
@@ -250,7 +250,7 @@ def instantiate_callbacks(callbacks_cfg: Optional[DictConfig], run=None, evaluat
     Callbacks that write to the run are bound to ``run`` and ``evaluator``."""
     from hydra.utils import instantiate
 
-    from denselab.callbacks import RunCallback
+    from denselab.reporting.callbacks import RunCallback
 
     if not callbacks_cfg:
         return []
@@ -305,7 +305,7 @@ def main(cfg: DictConfig) -> Optional[float]:
 
 
 def _record_failed_job(cfg: DictConfig, overrides: Sequence[str], err: Exception) -> None:
-    from denselab.sweep import record_failed_job
+    from denselab.sweeps.parent import record_failed_job
 
     try:
         record_failed_job(cfg, overrides, err)

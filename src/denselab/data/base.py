@@ -4,7 +4,7 @@ A dataset subclass only says how to get its raw arrays (:meth:`ImageDataModule.l
 or, when it ships its own validation split, its three splits (:meth:`ImageDataModule.load_splits`).
 Everything else, the drawn validation split, moving the tensors to the model's device once,
 and cutting batches from a per-epoch permutation (scaled to float in [0, 1] per batch, see
-:mod:`denselab.pixels`), lives here.
+:mod:`denselab.data.pixels`), lives here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from denselab.data.digest import array_digest, data_digest
 from denselab.errors import DataError
-from denselab.pixels import as_float
+from denselab.data.pixels import as_float
 
 
 @dataclass

@@ -21,9 +21,9 @@ from matplotlib.figure import Figure
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from denselab.lifecycle import signals_held
-from denselab.report import Artifacts
-from denselab.store import sqlite_path
+from denselab.tracking.signals import signals_held
+from denselab.reporting.artifacts import Artifacts
+from denselab.tracking.store import sqlite_path
 
 DPI = 100
 
@@ -59,7 +59,7 @@ class RunLogger(MLFlowLogger):
 
     # A (metric, step) point the run already holds is not logged again: a resumed run trains
     # the epoch it was stopped in once more, and its history must not show that epoch twice.
-    # denselab.checkpoints.RunCheckpoint relies on it to send an epoch's metrics ahead of
+    # denselab.training.checkpoints.RunCheckpoint relies on it to send an epoch's metrics ahead of
     # Lightning, before the epoch's checkpoint.
     drops_repeated_points = True
 
@@ -97,7 +97,7 @@ class RunLogger(MLFlowLogger):
             self._history[step].update(new)
 
     def finalize(self, status: str = "success") -> None:
-        # The run's end (FINISHED, FAILED, KILLED) is set once, by denselab.tracking.run_status,
+        # The run's end (FINISHED, FAILED, KILLED) is set once, by tracking.runs.run_status,
         # after testing and reporting; Lightning would mark it FINISHED when fit ends, before
         # the test, and FAILED when a stop signal arrives.
         pass

@@ -1,9 +1,9 @@
 """Lightning callbacks that decide when each of the course's figures is drawn.
 
 A callback here holds no numbers and draws nothing itself: at its moment it asks the run's
-:class:`~denselab.evaluation.Evaluator` for evaluations (or the model for its weights, or
-the run for its epoch history), hands them to a function of :mod:`denselab.report`, and
-gives the result to the run writer (:class:`~denselab.run_logger.RunLogger`). train.py
+:class:`~denselab.reporting.evaluation.Evaluator` for evaluations (or the model for its weights, or
+the run for its epoch history), hands them to a function of :mod:`denselab.reporting.artifacts`, and
+gives the result to the run writer (:class:`~denselab.tracking.logger.RunLogger`). train.py
 binds both to every :class:`RunCallback` before fitting. They act on rank zero only, so that
 several devices do not log the same files twice.
 
@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 
-from denselab import analysis, report
+from denselab.reporting import analysis
+
+from denselab.reporting import artifacts as report
 from denselab.config import (
     ClassMetricsSchema,
     ClassSamplesSchema,
@@ -33,11 +35,11 @@ from denselab.config import (
     WeightImagesSchema,
     default_of,
 )
-from denselab.constants import CURVE_METRICS
-from denselab.evaluation import Evaluation, Evaluator
+from denselab.reporting.artifacts import CURVE_METRICS
+from denselab.reporting.evaluation import Evaluation, Evaluator
 
 if TYPE_CHECKING:
-    from denselab.run_logger import RunLogger
+    from denselab.tracking.logger import RunLogger
 
 
 class RunCallback(pl.Callback):
@@ -122,7 +124,7 @@ class TypicalExamples(FinalEvaluationCallback):
 
 
 class WeightImages(RunCallback):
-    """First-layer weights drawn as input images (see :func:`denselab.report.weight_tiles`):
+    """First-layer weights drawn as input images (see :func:`.artifacts.weight_tiles`):
     an MLflow image series (key ``SERIES_KEY``, step = epoch) every ``every_n_epochs`` and
     after the last epoch, and a figure at the end of fit. ``every_n_epochs`` None: every
     epoch up to 20 epochs, then about 20 images in all."""

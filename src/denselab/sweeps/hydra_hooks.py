@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class SweepRun(Callback):
-    """A sweep's parent run in MLflow (:mod:`denselab.sweep`), open while its jobs run.
+    """A sweep's parent run in MLflow (:mod:`denselab.sweeps.parent`), open while its jobs run.
 
     Opened before the first job (which also creates the store and experiment once: a fresh
     sqlite DB opened by parallel jobs races its schema migration), closed with the jobs'
@@ -32,8 +32,8 @@ class SweepRun(Callback):
         self.stopped: Optional[int] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from denselab import sweep as sweeps
-        from denselab.lifecycle import on_stop
+        from denselab.sweeps import parent as sweeps
+        from denselab.tracking.signals import on_stop
 
         try:
             validate_config(config)
@@ -52,7 +52,7 @@ class SweepRun(Callback):
         self.close()
 
     def close(self) -> None:
-        from denselab import sweep as sweeps
+        from denselab.sweeps import parent as sweeps
 
         if self.sweep is not None and not self.sweep.closed:
             try:
@@ -89,7 +89,7 @@ class RefuseRelaunchingDevices(Callback):
 
 def refuse_relaunching_devices(cfg: DictConfig) -> None:
     from denselab.errors import ConfigError
-    from denselab.ranks import device_count
+    from denselab.training.devices import device_count
 
     count = device_count(cfg.trainer.get("devices", 1))
     strategy = str(cfg.trainer.get("strategy", "auto"))

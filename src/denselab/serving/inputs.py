@@ -18,8 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from denselab.data.idx import IMAGES_MAGIC, read_idx
-from denselab.errors import DataError
-from denselab.preprocessing import InputError, Preprocessing
+from denselab.errors import DataError, InputError
+from denselab.serving.preprocessing import Preprocessing
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # Below this many files a progress bar is only noise.

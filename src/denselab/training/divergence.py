@@ -8,16 +8,12 @@ from typing import Any, Mapping, Optional
 import pytorch_lightning as pl
 import torch
 
-from denselab.errors import DenselabError
+from denselab.errors import LossDiverged
 
 
 # Steps between two reads of the loss on an accelerator: a sync every 64 steps costs
 # nothing measurable, and a diverged run trains at most 63 steps of noise.
 ACCELERATOR_EVERY = 64
-
-
-class LossDiverged(DenselabError):
-    """The training loss became nan or infinite."""
 
 
 class DivergenceGuard(pl.Callback):

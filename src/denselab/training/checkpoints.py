@@ -27,10 +27,8 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
-LAST = "last.ckpt"
-# Where the per-epoch copy of last.ckpt lives in the run's artifacts.
-RESUME_ARTIFACT_DIR = "resume"
-STATE_KEY = "denselab"
+from denselab.training.checkpoint_files import RESUME_ARTIFACT_DIR, STATE_KEY
+
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -122,10 +120,3 @@ class RunCheckpoint(ModelCheckpoint):
         state = checkpoint.get(STATE_KEY) or {}
         if state.get("torch_rng_state") is not None:
             torch.set_rng_state(state["torch_rng_state"])
-
-
-def checkpoint_run_id(path: Path) -> Optional[str]:
-    """The run id a checkpoint was written for (None for checkpoints from elsewhere)."""
-    # Tensors and plain values only: never unpickle code from a file (as denselab.classifier).
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return (state.get(STATE_KEY) or {}).get("run_id")

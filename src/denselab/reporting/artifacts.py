@@ -1,9 +1,9 @@
 """The run's figures and tables, as pure functions of evaluations, weights and history.
 
-Each function takes what :mod:`denselab.evaluation` made (or the first layer's weights, or
+Each function takes what :mod:`denselab.reporting.evaluation` made (or the first layer's weights, or
 the epoch history) and returns :class:`Artifacts`: named matplotlib figures and pandas
-tables, ready for the run writer. The numbers come from :mod:`denselab.analysis`, the
-drawing from :mod:`denselab.figures`; nothing here knows Lightning or MLflow, so a test can
+tables, ready for the run writer. The numbers come from :mod:`denselab.reporting.analysis`, the
+drawing from :mod:`.figures`; nothing here knows Lightning or MLflow, so a test can
 call each one on arrays it made itself.
 
 Artifact names (``<split>`` is train, val or test):
@@ -28,11 +28,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from denselab import analysis, figures
-from denselab.pixels import as_float_array
+from denselab.reporting import analysis
+
+from denselab.reporting import figures
+from denselab.data.pixels import as_float_array
+
+# The per-epoch metrics the training curves draw, train against validation.
+CURVE_METRICS = ("train/loss", "val/loss", "train/acc", "val/acc")
 
 if TYPE_CHECKING:  # evaluation imports Lightning
-    from denselab.evaluation import Evaluation, LabelledImages  # noqa: F401
+    from denselab.reporting.evaluation import Evaluation, LabelledImages  # noqa: F401
 
 
 @dataclass

@@ -19,14 +19,15 @@ import pandas as pd
 import torch
 
 from denselab.data.base import ImageDataModule
-from denselab.model import MLPClassifier, classification_loss
+from denselab.training.checkpoint_files import load_checkpoint
+from denselab.training.module import MLPClassifier, classification_loss
 
 
 @dataclass(frozen=True)
 class Evaluation:
     """One split as the weights see it: class probabilities (N, K), true labels (N,), the
     images (N, *input_shape) as stored (uint8, or float in [0, 1]: read them for a figure
-    through :func:`denselab.pixels.as_float_array`) and the loss, with the class names.
+    through :func:`denselab.data.pixels.as_float_array`) and the loss, with the class names.
     Arrays are on the CPU; the images are the split's own memory, not a copy."""
 
     split: str
@@ -150,6 +151,5 @@ class Evaluator:
 def restore_weights(model: MLPClassifier, checkpoint_path: str) -> None:
     """Load a checkpoint's weights into ``model``, as ``trainer.test(ckpt_path=...)`` does."""
     if checkpoint_path:
-        from denselab.classifier import load_checkpoint  # tensors and plain data only
 
         model.load_state_dict(load_checkpoint(checkpoint_path, model.device)["state_dict"])

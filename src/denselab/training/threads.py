@@ -45,8 +45,8 @@ def machine_cpus() -> int:
 def cpu_threads() -> int:
     """The threads this process may use: OMP_NUM_THREADS when set (joblib's workers have
     it), else its share of the CPUs when a sweep runs several jobs side by side on them
-    (denselab.sweep.JOBS_ENV), else every CPU it may run on."""
-    from denselab.sweep import JOBS_ENV
+    (denselab.sweeps.parent.JOBS_ENV), else every CPU it may run on."""
+    from denselab.sweeps.parent import JOBS_ENV
 
     try:
         return max(1, int(os.environ["OMP_NUM_THREADS"]))

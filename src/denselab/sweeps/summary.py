@@ -2,7 +2,7 @@
 
 A row is one job of the sweep (one config): its run's name and id, status, the values of
 the swept settings, ``val/acc_best``, ``test/acc``, ``params_total`` and duration.
-:mod:`denselab.sweep` reads the rows from MLflow and writes what these functions return to
+:mod:`denselab.sweeps.parent` reads the rows from MLflow and writes what these functions return to
 the sweep's parent run; nothing here knows MLflow, so a test can call each on rows it made.
 
     tables/sweep_jobs.json                one row per job          jobs_table

@@ -1,17 +1,17 @@
-"""How a run ends when a stop signal arrives (a diverging loss: :mod:`denselab.divergence`).
+"""How a run ends when a stop signal arrives (a diverging loss: see training.divergence).
 
 SIGINT (Ctrl-C), SIGTERM (SLURM, systemd, docker stop), SIGUSR1 and SIGUSR2 (a scheduler's
 warning before a time limit: ``sbatch --signal=USR1@...``; submitit's jobs get USR2) end the
 run KILLED and the process with 128 + the signal's number: 130, 143, 138 and 140, as shells
 and schedulers read them. The time-limit signals also tag the run ``resumable``. What a
 resumed run continues from is ``last.ckpt`` of the last completed epoch, which
-:class:`denselab.checkpoints.RunCheckpoint` writes atomically at every epoch's end; the
+:class:`denselab.training.checkpoints.RunCheckpoint` writes atomically at every epoch's end; the
 unfinished epoch is trained again, in the same order, on resume.
 
 Under a scheduler that set its own handler for the time-limit signal before ours (submitit,
 for ``hydra/launcher=slurm``), the signal is handed on to it once the run has ended:
 submitit then requeues the job, and the requeued job continues the same run from its
-checkpoint (:mod:`denselab.sweep`).
+checkpoint (:mod:`denselab.sweeps.parent`).
 
 The signal handler raises at once, wherever the main thread is, so that a process blocked on a
 tracking server that does not answer still ends; the run then has GRACE_S seconds to record
@@ -28,12 +28,12 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
+
+from denselab.errors import TIME_LIMIT_SIGNALS, RunStopped
 
 log = logging.getLogger("denselab")
 
-TIME_LIMIT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, *TIME_LIMIT_SIGNALS)
 # Seconds the run gets, after a stop signal, to record its end (KILLED) before the process
 # exits without it: what "honoured within 5 s" leaves after a busy machine schedules the handler.
@@ -90,41 +90,6 @@ def on_stop(hook: Callable[[int], None]) -> None:
     _stop_hooks.append(hook)
 
 
-class RunStopped(BaseException):
-    """A stop signal arrived. A BaseException, like KeyboardInterrupt, so that no library's
-    ``except Exception`` swallows it; Lightning passes it through after its own cleanup."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.signum = signum
-        # Filled in by denselab.tracking.run_status, for the closing sentence.
-        self.run_id: Optional[str] = None
-        self.resume_command: Optional[str] = None
-        self.last_checkpoint: Optional[Path] = None
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
-    @property
-    def resumable(self) -> bool:
-        return self.signum in TIME_LIMIT_SIGNALS
-
-    def sentence(self) -> str:
-        name = signal.Signals(self.signum).name
-        if self.run_id is None:
-            return f"Stopped by {name} before the MLflow run was created."
-        where = (
-            f"it continues from {self.last_checkpoint}"
-            if self.last_checkpoint and self.last_checkpoint.is_file()
-            else "it had no checkpoint yet and starts again from epoch 0"
-        )
-        return (
-            f"Stopped by {name}: run {self.run_id} ended KILLED; {where} with "
-            f"`{self.resume_command}`."
-        )
-
-
 class _StopHandler:
     def __init__(self) -> None:
         self.received: Optional[int] = None
@@ -155,7 +120,7 @@ def _pass_on_time_limit(signum: int, scheduler_handler: Any) -> None:
     """Hand a time-limit signal on to the handler that was there before ours, once the run
     has ended KILLED and resumable: under submitit (hydra/launcher=slurm) that is
     submitit's, which requeues the job; the requeued job finds this run stopped and
-    continues it from its last checkpoint (denselab.sweep). Anything it raises only means:
+    continues it from its last checkpoint (denselab.sweeps.parent). Anything it raises only means:
     no requeue. SLURM then ends this process (SIGTERM: straight out, the run is ended)."""
     if not callable(scheduler_handler) or scheduler_handler is signal.default_int_handler:
         return

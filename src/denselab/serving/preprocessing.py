@@ -5,7 +5,7 @@ The rule is the one training follows:
 
 - a network takes images of its ``input_shape``: (H, W) grayscale or (H, W, C) colour;
 - uint8 pixels are divided by 255; float pixels are taken as already in [0, 1] (what
-  :func:`denselab.pixels.as_float` does to each batch of a split);
+  :func:`denselab.data.pixels.as_float` does to each batch of a split);
 - image files are decoded as Flowers-17's photos are (:mod:`denselab.data.images`): converted
   to the network's colour mode, the largest centred crop of the network's aspect ratio cut
   out, and resized to (H, W) with Lanczos. A file already of that size is read as it is, so
@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageOps
 
 from denselab.data import images as image_decoding
-from denselab.errors import DataError, DenselabError
+from denselab.errors import DataError, InputError
 
 # Pillow's ITU-R 601-2 luma transform ("L" mode), in its own fixed-point form: an RGB array
 # turned grayscale here equals the same pixels saved and read back as a grayscale file.
@@ -38,10 +38,6 @@ DESCRIPTION = {
     "scaling": "uint8 pixels / 255; float pixels taken as already in [0, 1]",
     "resize": "image files: largest centred crop of the input's aspect ratio, Lanczos resize",
 }
-
-
-class InputError(DenselabError):
-    """Images that cannot be turned into the network's input."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A sweep (``denselab-train -m ...``) as one thing in MLflow: a parent run and its jobs' runs.
 
-The process that launches the sweep (:class:`denselab.hydra_callbacks.SweepRun`) opens the
+The process that launches the sweep (:class:`denselab.sweeps.hydra_hooks.SweepRun`) opens the
 parent run before the first job and leaves its id in the environment, where every launcher
 hands it on: joblib's workers and submitit's processes inherit it, SLURM's ``sbatch``
 exports it. Each job's run is then a child of it (tag ``mlflow.parentRunId``), named for the
@@ -86,7 +86,7 @@ def config_hash(cfg: DictConfig, data_digest: str) -> str:
     params), not where they are stored, how fast they train, or what they draw; and the
     content of the data they train and are scored on (``data_digest``, see
     :mod:`denselab.data.digest`), not where it lies."""
-    from denselab.tracking import run_params
+    from denselab.tracking.runs import run_params
 
     params = run_params(cfg)
     for key in ("threads", "resume"):
@@ -106,7 +106,7 @@ def sweep_command() -> str:
 def jobs_at_once(config: DictConfig) -> int:
     """How many of the sweep's jobs run side by side on this machine: joblib's ``n_jobs``
     (-1: one per CPU), one for Hydra's basic launcher, SLURM and other machines."""
-    from denselab.threads import machine_cpus
+    from denselab.training.threads import machine_cpus
 
     target = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
     if "joblib" in target.lower():
@@ -135,8 +135,8 @@ def open_sweep(config: DictConfig) -> Sweep:
     from mlflow.entities import RunStatus
     from mlflow.tracking.context.registry import resolve_tags
 
-    from denselab.store import store_lock
-    from denselab.tracking import (
+    from denselab.tracking.store import store_lock
+    from denselab.tracking.runs import (
         experiment_name,
         get_or_create_experiment,
         open_store,
@@ -184,7 +184,7 @@ def open_sweep(config: DictConfig) -> Sweep:
 
 def parent_name(config: DictConfig) -> str:
     """``digits sweep seed=1,2,3,4``: the experiment and what the command sweeps."""
-    from denselab.tracking import experiment_name
+    from denselab.tracking.runs import experiment_name
 
     said = " ".join(_swept(config).values())
     return f"{experiment_name(config)} sweep {said}".strip()[:250]
@@ -195,7 +195,7 @@ def close_sweep(sweep: Sweep, stopped: bool = False) -> str:
     FAILED otherwise, KILLED when the sweep was ``stopped``. Returns the status."""
     from mlflow.entities import RunStatus
 
-    from denselab import sweep_report
+    from denselab.sweeps import summary as sweep_report
 
     if sweep.closed:
         return ""
@@ -306,7 +306,7 @@ class SweepJob:
     skip_finished: bool
 
     def run_name(self, base: str) -> str:
-        from denselab.sweep_report import short_value
+        from denselab.sweeps.summary import short_value
 
         said = " ".join(f"{k.split('.')[-1]}={short_value(v)}" for k, v in self.values.items())
         return f"{base} {said}".strip()
@@ -331,7 +331,7 @@ class SweepJob:
         """This sweep's own earlier try of the same config that was stopped (KILLED, or
         RUNNING with its process gone) and can go on from its checkpoint; None otherwise.
         A FAILED try is run anew: going on from it would likely fail the same way."""
-        from denselab.resume import process_alive
+        from denselab.tracking.resume import process_alive
 
         if not self.skip_finished:
             return None
@@ -367,7 +367,7 @@ def sweep_job(cfg: DictConfig, overrides: Sequence[str]) -> Optional[SweepJob]:
     is not in this job's store (a swept tracking.uri)."""
     from mlflow.exceptions import MlflowException
 
-    from denselab.tracking import open_store, tracking_uri
+    from denselab.tracking.runs import open_store, tracking_uri
 
     parent_id = os.environ.get(SWEEP_ENV)
     if not parent_id:
@@ -403,7 +403,7 @@ def record_failed_job(cfg: DictConfig, overrides: Sequence[str], error: BaseExce
     from mlflow.entities import RunStatus
 
     from denselab.errors import first_line
-    from denselab.tracking import run_name
+    from denselab.tracking.runs import run_name
 
     job = sweep_job(cfg, overrides)
     if job is None:

@@ -3,7 +3,7 @@
 Training metrics are summed in tensors during the epoch and logged once at its end, and
 validation and test logits are gathered for the epoch and scored once: both are cheaper per
 step than logging every batch. What the trained weights make of a split, for figures and
-tables, is :mod:`denselab.evaluation`'s job, not the model's.
+tables, is :mod:`denselab.reporting.evaluation`'s job, not the model's.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from denselab.config import ModelSchema, default_of
-from denselab.network import build_mlp
-from denselab.pixels import as_float
+from denselab.training.network import Architecture
+from denselab.data.pixels import as_float
 
 
 def classification_loss(kind: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -61,9 +61,10 @@ class MLPClassifier(pl.LightningModule):
             },
             logger=False,
         )
-        self.net = build_mlp(
-            math.prod(input_shape), hidden_sizes, num_classes, activation, dropout, batch_norm
+        architecture = Architecture(
+            input_shape, num_classes, hidden_sizes, activation, dropout, batch_norm
         )
+        self.net = architecture.build()
         self.loss_kind = loss
         self.optimizer_factory = optimizer or torch.optim.SGD
         self.val_acc_best = 0.0

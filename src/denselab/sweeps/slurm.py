@@ -5,7 +5,7 @@ SLURM through Hydra's submitit launcher. :class:`CheckSlurmLauncher` refuses, in
 a sweep that sbatch would refuse later with a traceback; :func:`scheduler_tags` records on
 each run the SLURM job that ran it and where that job's logs are.
 
-Imported by Hydra before any job and by denselab.tracking: no torch, Lightning or MLflow here.
+Imported by Hydra before any job and by denselab.tracking.runs: no torch, Lightning or MLflow here.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each run logs ``runs:/<run id>/model``, a pyfunc model in MLflow's loader-module form: the
 model folder holds the network's state dict and a JSON of its architecture and
-preprocessing (:class:`denselab.classifier.Classifier`), and MLflow loads it by calling
+preprocessing (:class:`denselab.serving.classifier.Classifier`), and MLflow loads it by calling
 :func:`_load_pyfunc` of this module. Why not ``mlflow.pytorch.log_model``: its default
 torch.export serialization captures the bare network only, so the scaling, channels, crop
 and class names would live beside it in code every caller must repeat, and it outputs
@@ -28,8 +28,8 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import pandas as pd
 
-from denselab.classifier import Classifier
-from denselab.preprocessing import Preprocessing, preprocessing_of, raw_pixels
+from denselab.serving.classifier import Classifier
+from denselab.serving.preprocessing import Preprocessing, preprocessing_of, raw_pixels
 
 log = logging.getLogger(__name__)
 

@@ -3,11 +3,11 @@
 The default store is sqlite under ``./mlruns`` of the directory the command started in, so
 every job of a sweep shares it. A fresh sqlite DB opened by several processes at once races
 its schema migration, so every process creates or migrates the DB, and creates the
-experiment, under the store's file lock (:mod:`denselab.store`).
+experiment, under the store's file lock (:mod:`denselab.tracking.store`).
 
 A run records the host and process that run it (tags ``host``, ``pid``; in a SLURM job also
-the job, ``slurm.*``: :func:`denselab.cluster.scheduler_tags`) and, through
-:class:`denselab.checkpoints.RunCheckpoint`, its checkpoint folder: what resume needs.
+the job, ``slurm.*``: :func:`denselab.sweeps.slurm.scheduler_tags`) and, through
+:class:`denselab.training.checkpoints.RunCheckpoint`, its checkpoint folder: what resume needs.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
-from denselab.cluster import scheduler_tags
-from denselab.errors import TrackingError, first_line
-from denselab.lifecycle import RunStopped, signals_held
-from denselab.store import (
+from denselab.sweeps.slurm import scheduler_tags
+from denselab.errors import RunStopped, TrackingError, first_line
+from denselab.tracking.signals import signals_held
+from denselab.tracking.store import (
     bound_http_waits,
     sqlite_path,
     store_lock,
@@ -71,11 +71,11 @@ def start_run(
     name: Optional[str] = None,
 ) -> tuple[MlflowClient, str, str]:
     """Create the run (and store and experiment where new), or take over ``resume_run_id``
-    (checked by :func:`denselab.resume.prepare_resume`); returns (client, run id, uri).
-    ``tags`` and ``name`` are a sweep's (parent, swept values), see denselab.sweep;
+    (checked by :func:`denselab.tracking.resume.prepare_resume`); returns (client, run id, uri).
+    ``tags`` and ``name`` are a sweep's (parent, swept values), see denselab.sweeps.parent;
     ``data_digest`` the content of the data it trains on (denselab.data.digest)."""
     from denselab.data.digest import DATA_TAG
-    from denselab.sweep import CONFIG_TAG, config_hash
+    from denselab.sweeps.parent import CONFIG_TAG, config_hash
 
     uri = tracking_uri(cfg)
     client = open_store(uri)

@@ -11,17 +11,18 @@ rest as JSON. Checkpoints are read the same way (:func:`load_checkpoint`).
 from __future__ import annotations
 
 import json
-import pickle
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from denselab.errors import DenselabError, first_line
-from denselab.preprocessing import Preprocessing
+from denselab.errors import CheckpointError, ModelNotFoundError, first_line
+from denselab.serving.preprocessing import Preprocessing
+from denselab.training.checkpoint_files import load_checkpoint
+from denselab.training.network import Architecture
 
 WEIGHTS_FILE = "weights.pt"
 NETWORK_FILE = "network.json"
@@ -29,77 +30,6 @@ NETWORK_FILE = "network.json"
 # give the same floating-point sums, so predictions equal the run's to the last bit.
 BATCH_SIZE = 1024
 TOP_K = 3
-
-
-class CheckpointError(DenselabError):
-    """A checkpoint that cannot be (safely) read."""
-
-
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
-    """A Lightning checkpoint, read with ``torch.load(weights_only=True)``: tensors and plain
-    data only, so a checkpoint from elsewhere cannot run code. A denselab checkpoint needs
-    nothing beyond torch's own allow-list (hyper-parameters are plain lists and strings, the
-    callbacks' state plain dicts); one that holds other objects is refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"The checkpoint {path} does not exist; check the path.")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path} holds objects other than tensors and plain data ({_unsafe_part(err)}), "
-            "and denselab loads checkpoints only with torch.load(weights_only=True); load it "
-            "only if you trust it, and save its state_dict alone."
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({first_line(err)}); check the path."
-        ) from None
-
-
-def _unsafe_part(err: Exception) -> str:
-    # torch names the refused global in a line such as "Unsupported global: GLOBAL os.system"
-    for line in str(err).splitlines():
-        if "Unsupported global" in line or "Unsupported operand" in line:
-            return line.strip().rstrip(".")
-    return first_line(err)
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """What builds the network (the model group's settings, and the data's shape)."""
-
-    input_shape: tuple[int, ...]
-    num_classes: int
-    hidden_sizes: tuple[int, ...]
-    activation: str = "relu"
-    dropout: float = 0.0
-    batch_norm: bool = False
-
-    @classmethod
-    def from_hparams(cls, hparams: Mapping[str, Any]) -> "Architecture":
-        return cls(
-            input_shape=tuple(int(s) for s in hparams["input_shape"]),
-            num_classes=int(hparams["num_classes"]),
-            hidden_sizes=tuple(int(s) for s in hparams["hidden_sizes"]),
-            activation=str(hparams.get("activation", "relu")),
-            dropout=float(hparams.get("dropout", 0.0)),
-            batch_norm=bool(hparams.get("batch_norm", False)),
-        )
-
-    def build(self) -> torch.nn.Module:
-        import math
-
-        from denselab.network import build_mlp
-
-        return build_mlp(
-            math.prod(self.input_shape),
-            self.hidden_sizes,
-            self.num_classes,
-            self.activation,
-            self.dropout,
-            self.batch_norm,
-        )
 
 
 class Classifier:
@@ -203,9 +133,9 @@ class Classifier:
         and the runners-up ``class_2``, ``probability_2``, ``class_3``, ``probability_3``.
 
         ``images``: an array of raw images, or a folder, glob, ``.npy`` or IDX ``.gz`` path
-        (read by :func:`denselab.inputs.read_inputs`, whose sources become the index)."""
+        (read by :func:`denselab.serving.inputs.read_inputs`, whose sources become the index)."""
         if isinstance(images, (str, Path)):
-            from denselab.inputs import read_inputs
+            from denselab.serving.inputs import read_inputs
 
             sources, images = read_inputs(str(images), self.preprocessing)
         return self.table(self.probabilities(images), sources)
@@ -231,10 +161,6 @@ class Classifier:
 
 
 # -- loading what a user names ------------------------------------------------------------------
-
-
-class ModelNotFoundError(DenselabError):
-    """A model URI or path that names nothing loadable."""
 
 
 def default_tracking_uri() -> str:
@@ -301,7 +227,7 @@ def _from_model_folder(folder: Path, spec: str) -> Classifier:
             f"{spec} is not an MLflow model (no readable MLmodel file with a python_function "
             "flavor); pass the model a denselab run logged."
         ) from None
-    if flavor.get("loader_module") != "denselab.serving":
+    if flavor.get("loader_module") != "denselab.serving.mlflow_model":
         raise ModelNotFoundError(
             f"{spec} is an MLflow model, but not one denselab logged (its loader is "
             f"{flavor.get('loader_module') or 'a pickled Python model'}); load it with "

@@ -23,9 +23,10 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from denselab.errors import ConfigError, TrackingError
-from denselab.store import sqlite_path
+from denselab.tracking.store import sqlite_path
 from denselab.data.digest import DATA_TAG
-from denselab.tracking import experiment_name, open_store, tracking_uri
+from denselab.training.checkpoint_files import LAST, RESUME_ARTIFACT_DIR, checkpoint_run_id
+from denselab.tracking.runs import experiment_name, open_store, tracking_uri
 
 log = logging.getLogger("denselab")
 
@@ -266,8 +267,6 @@ def locate_checkpoint(
 ) -> tuple[Optional[Path], Path]:
     """(checkpoint to continue from, folder to write to): the run's own folder where it is on
     this host, else the copy logged to the run, written on into this job's folder."""
-    from denselab.checkpoints import LAST, RESUME_ARTIFACT_DIR  # Lightning: seconds to import
-
     run_id, tags = run.info.run_id, run.data.tags
     own_dir = Path(tags["checkpoint_dir"]) if tags.get("checkpoint_dir") else None
     if own_dir and tags.get("host") == socket.gethostname() and (own_dir / LAST).is_file():
@@ -288,8 +287,6 @@ def locate_checkpoint(
 
 
 def _checked(path: Path, run_id: str) -> Path:
-    from denselab.checkpoints import checkpoint_run_id
-
     owner = checkpoint_run_id(path)
     if owner and owner != run_id:
         raise ConfigError(

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import MaxNLocator
 
-from denselab.analysis import scale_per_tile
+from denselab.reporting.analysis import scale_per_tile
 
 # Green positive, purple negative, white at zero: the course's weight images.
 WEIGHT_CMAP = "PRGn"
