@@ -25,6 +25,8 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 
 import denselab.train
+from denselab.reporting import callbacks as callbacks_module
+from denselab.reporting import results
 from denselab.reporting.callbacks import RunCallback
 from denselab.config import register_schemas
 
@@ -63,8 +65,8 @@ def instrument() -> None:
     """Time Trainer.fit and .test, and each hook of each figure callback the run creates."""
     pl.Trainer.fit = timed("fit", pl.Trainer.fit)
     pl.Trainer.test = timed("test", pl.Trainer.test)
-    denselab.train.report_run = timed("report", denselab.train.report_run)
-    make_callbacks = denselab.train.instantiate_callbacks
+    results.report_run = timed("report", results.report_run)
+    make_callbacks = callbacks_module.instantiate_callbacks
 
     def instantiate_timed(cfg, *args):
         callbacks = make_callbacks(cfg, *args)
@@ -75,7 +77,7 @@ def instrument() -> None:
                     setattr(callback, hook, timed(label, getattr(callback, hook)))
         return callbacks
 
-    denselab.train.instantiate_callbacks = instantiate_timed
+    callbacks_module.instantiate_callbacks = instantiate_timed
 
 
 def run(overrides: list[str]) -> dict[str, float]:

@@ -87,7 +87,7 @@ def overheads() -> dict[str, float]:
             capture_output=True,
         )
         store = timed(
-            "import mlflow; from denselab.tracking.runs import open_store; "
+            "import mlflow; from denselab.tracking.store import open_store; "
             f"c = open_store('{uri}'); e = c.get_experiment_by_name('b') or "
             f"c.create_experiment('b'); c.create_run(str(e if isinstance(e, str) else "
             "e.experiment_id))",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from denselab.training.callback_group import CallbackGroup, grouped
+from denselab.training.callback_group import CallbackGroup
+from denselab.training.callback_group import joined_by_kind as grouped
 from denselab.training.divergence import DivergenceGuard
 
 

@@ -17,7 +17,8 @@ from denselab.reporting import callbacks
 from denselab.data.mnist import FashionMNISTDataModule
 from denselab.errors import ConfigError
 from denselab.training.module import MLPClassifier
-from denselab.train import instantiate_callbacks, train
+from denselab.reporting.callbacks import instantiate_callbacks
+from denselab.train import train
 
 FIGURES = {
     "class_samples",
@@ -85,7 +86,7 @@ def test_a_default_run_logs_every_figure_and_table(
             "callbacks.weight_images.every_n_epochs=2",
         ]
     )
-    metrics = train(cfg, tmp_path / "out")
+    metrics = train(cfg, tmp_path / "out").metrics
     client, run = only_run(store_uri)  # one run: no figure went to a second, fluent one
     run_id = run.info.run_id
 

@@ -11,7 +11,8 @@ from helpers import console_script, run_cli
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from denselab.sweeps.slurm import check_slurm_launcher, scheduler_tags
+from denselab.sweeps.slurm import check_slurm_launcher
+from denselab.tracking.holder import scheduler_tags
 from denselab.config import register_schemas
 from denselab.errors import ConfigError
 

@@ -183,7 +183,7 @@ def test_training_scores_train_and_valid_and_logs_hidden_predictions(
             "trainer.enable_progress_bar=false",
         ]
     )
-    metrics = train(cfg, tmp_path / "out")
+    metrics = train(cfg, tmp_path / "out").metrics
 
     client, run = only_run(store_uri, "image_table")
     assert run.info.status == "FINISHED"

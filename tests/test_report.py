@@ -95,7 +95,7 @@ def test_training_curves_need_some_history():
 
 def test_the_run_logger_keeps_the_history_it_wrote(store_uri):
     from denselab.tracking.logger import RunLogger
-    from denselab.tracking.runs import get_or_create_experiment, open_store
+    from denselab.tracking.store import get_or_create_experiment, open_store
 
     client = open_store(store_uri)
     run_id = client.create_run(get_or_create_experiment(client, "x")).info.run_id
@@ -125,14 +125,15 @@ def test_run_description_tells_the_result():
 
 
 def test_metrics_read_as_the_float32_they_are():
-    from denselab.tracking.logger import exact
+    from denselab.tracking.logger import float32_exact as exact
 
     assert exact(np.float32(0.8)) == 0.8 and exact(float(np.float32(0.8743))) == 0.8743
     assert np.isnan(exact(float("nan")))
 
 
 def test_console_lines_and_addresses():
-    from denselab.training.console import epoch_line, run_address
+    from denselab.tracking.runs import run_address
+    from denselab.training.console import epoch_line
 
     metrics = {"train/loss": 0.31, "train/acc": 0.9, "val/loss": 0.29, "val/acc": 0.913}
     assert epoch_line(1, 10, metrics, 4.06) == (

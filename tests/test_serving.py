@@ -23,7 +23,8 @@ from denselab.serving.classifier import Classifier
 from denselab.training.checkpoint_files import load_checkpoint
 from denselab.config import register_schemas, validate_config
 from denselab.errors import ConfigError
-from denselab.reporting.evaluation import Evaluator, restore_weights
+from denselab.reporting.evaluation import Evaluator
+from denselab.training.trainer import restore_weights
 from denselab.serving.preprocessing import raw_pixels
 from denselab.serving.mlflow_model import CHAMPION, register
 from denselab.train import train

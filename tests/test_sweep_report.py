@@ -8,11 +8,12 @@ import math
 import pytest
 from hydra import compose, initialize_config_module
 
-from denselab.sweeps import parent as sweep
-
-from denselab.sweeps import summary as sweep_report
 from denselab.config import register_schemas
-from denselab.training.threads import cpu_threads, machine_cpus
+from denselab.sweeps import parent as sweep
+from denselab.sweeps import summary as sweep_report
+from denselab.sweeps.job import swept_values
+from denselab.tracking.params import config_hash
+from denselab.training.threads import JOBS_ENV, cpu_threads, machine_cpus
 
 
 def rows(*specs):
@@ -141,7 +142,7 @@ def test_the_same_command_is_the_same_sweep_whatever_launches_it():
 
 def test_config_hash_ignores_speed_and_storage_not_what_is_trained(compose_cfg):
     def hashed(*overrides: str, data: str = "d1") -> str:
-        return sweep.config_hash(compose_cfg(["data=digits", *overrides]), data)
+        return config_hash(compose_cfg(["data=digits", *overrides]), data)
 
     base = hashed()
     assert hashed("threads=2") == base
@@ -154,7 +155,7 @@ def test_config_hash_ignores_speed_and_storage_not_what_is_trained(compose_cfg):
 
 
 def test_swept_values_are_the_jobs_overrides_as_typed():
-    values = sweep.swept_values(
+    values = swept_values(
         ["optimizer.lr", "model.hidden_sizes"],
         ["data=digits", "optimizer.lr=0.1", "model.hidden_sizes=[256,128]"],
     )
@@ -163,9 +164,9 @@ def test_swept_values_are_the_jobs_overrides_as_typed():
 
 def test_parallel_jobs_share_the_cpus_as_threads(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setenv(sweep.JOBS_ENV, str(machine_cpus()))
+    monkeypatch.setenv(JOBS_ENV, str(machine_cpus()))
     assert cpu_threads() == 1
-    monkeypatch.setenv(sweep.JOBS_ENV, "1")
+    monkeypatch.setenv(JOBS_ENV, "1")
     assert cpu_threads() == machine_cpus()
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert cpu_threads() == 3

@@ -8,13 +8,9 @@ import pytest
 from mlflow import MlflowClient
 
 from denselab.errors import TrackingError
-from denselab.tracking.runs import (
-    flatten,
-    get_or_create_experiment,
-    open_store,
-    run_name,
-    run_status,
-)
+from denselab.tracking.params import flatten
+from denselab.tracking.runs import run_name, run_status
+from denselab.tracking.store import get_or_create_experiment, open_store
 
 
 def test_default_store_is_sqlite_under_the_start_dir(compose_cfg, tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ def test_short_training_beats_chance_and_logs_everything(
     compose_cfg, fixture_overrides, store_uri, tmp_path
 ):
     cfg = compose_cfg([*fixture_overrides, "trainer.max_epochs=3", "seed=1"])
-    metrics = train(cfg, tmp_path / "out", overrides=["seed=1"])
+    metrics = train(cfg, tmp_path / "out", overrides=["seed=1"]).metrics
 
     assert metrics["test/acc"] > 0.8  # chance is 0.1
     client, run = only_run(store_uri)
@@ -103,7 +103,7 @@ def test_multinomial_model_and_other_losses_train(
             "tracking.experiment_name=multi",
         ]
     )
-    metrics = train(cfg, tmp_path / "out")
+    metrics = train(cfg, tmp_path / "out").metrics
     assert metrics["test/acc"] > 0.5
     _, run = only_run(store_uri, "multi")
     assert run.data.params["params_total"] == "7850"

@@ -18,47 +18,24 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
+from hydra import compose, initialize_config_module
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from denselab.config import register_schemas
 from denselab.errors import ConfigError, first_line
+from denselab.train import RunResult, train
 
 
-@dataclass
-class FitResult:
-    """What :func:`fit` made: the run's id and final metrics, the trained LightningModule
-    (best weights) and the datamodule (its splits loaded)."""
-
-    run_id: str
-    metrics: dict[str, float]
-    model: Any
-    datamodule: Any
-    tracking_uri: str
-    output_dir: Path
-    overrides: tuple[str, ...] = field(default=())
-
-    @property
-    def model_uri(self) -> str:
-        """The run's MLflow model (logged unless tracking.log_model=false)."""
-        return f"runs:/{self.run_id}/model"
-
-    def classifier(self):
-        """The trained network as a :class:`~denselab.serving.classifier.Classifier`, in memory."""
-        from denselab.serving.classifier import Classifier
-        from denselab.serving.preprocessing import preprocessing_of
-
-        return Classifier.from_module(self.model, preprocessing_of(self.datamodule))
+# What fit() returns: the run's result, the same type denselab-train's train() returns.
+FitResult = RunResult
 
 
 def compose_config(overrides: tuple[str, ...]):
     """The run's config, composed from conf/ as ``denselab-train <overrides>`` would."""
-    from hydra import compose, initialize_config_module
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from denselab.config import register_schemas
-
     register_schemas()
     try:
         with initialize_config_module(config_module="denselab.conf", version_base="1.3"):
@@ -70,7 +47,7 @@ def compose_config(overrides: tuple[str, ...]):
         ) from None
 
 
-def fit(*overrides: str, output_dir: Optional[str | Path] = None) -> FitResult:
+def fit(*overrides: str, output_dir: Optional[str | Path] = None) -> RunResult:
     """Train one network as ``denselab-train <overrides>`` would, in this process.
 
     ``output_dir`` receives the checkpoints (default: ``outputs/<date>/<time>`` under the
@@ -83,18 +60,7 @@ def fit(*overrides: str, output_dir: Optional[str | Path] = None) -> FitResult:
     cfg = compose_config(tuple(flat))
     out = Path(output_dir) if output_dir else _new_output_dir()
     with process_as_found():
-        from denselab.train import train
-
-        result = train(cfg, out, flat)
-    return FitResult(
-        run_id=result.run_id,
-        metrics=dict(result),
-        model=result.model,
-        datamodule=result.datamodule,
-        tracking_uri=result.tracking_uri,
-        output_dir=out,
-        overrides=tuple(flat),
-    )
+        return train(cfg, out, flat)
 
 
 def load(model: str | Path, tracking_uri: Optional[str] = None):

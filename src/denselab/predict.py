@@ -108,7 +108,7 @@ def write_csv_atomically(table, out: Path) -> None:
 def _run_to_log_to(run_id: str, uri: str):
     from mlflow.exceptions import MlflowException
 
-    from denselab.tracking.runs import open_store
+    from denselab.tracking.store import open_store
 
     client = open_store(uri)
     try:

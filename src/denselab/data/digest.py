@@ -1,6 +1,6 @@
 """What data a run saw, as short digests of the content, not of where it lies.
 
-A run's identity (:func:`denselab.sweeps.parent.config_hash`) includes the digest of its data, so
+A run's identity (:func:`denselab.tracking.params.config_hash`) includes the digest of its data, so
 two datasets with the same settings are never taken for one job, and a resume on other data
 is refused. The digest covers what the run trains and is scored on: each split's images
 (their shape, dtype and bytes) and labels, the hidden-label rows, and the class names. The

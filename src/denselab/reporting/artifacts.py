@@ -21,33 +21,22 @@ Artifact names (``<split>`` is train, val or test):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from denselab.reporting import analysis
 
 from denselab.reporting import figures
 from denselab.data.pixels import as_float_array
+from denselab.tracking.logger import Artifacts
 
 # The per-epoch metrics the training curves draw, train against validation.
 CURVE_METRICS = ("train/loss", "val/loss", "train/acc", "val/acc")
 
 if TYPE_CHECKING:  # evaluation imports Lightning
     from denselab.reporting.evaluation import Evaluation, LabelledImages  # noqa: F401
-
-
-@dataclass
-class Artifacts:
-    """Named figures (``figures/<name>.png``), tables (``tables/<name>.json``) and CSV tables
-    (``tables/<name>.csv``) for one run."""
-
-    figures: dict[str, Figure] = field(default_factory=dict)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    csvs: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def confusion(evaluation: "Evaluation", top_k: int) -> Artifacts:

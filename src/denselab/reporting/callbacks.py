@@ -2,10 +2,10 @@
 
 A callback here holds no numbers and draws nothing itself: at its moment it asks the run's
 :class:`~denselab.reporting.evaluation.Evaluator` for evaluations (or the model for its weights, or
-the run for its epoch history), hands them to a function of :mod:`denselab.reporting.artifacts`, and
-gives the result to the run writer (:class:`~denselab.tracking.logger.RunLogger`). train.py
-binds both to every :class:`RunCallback` before fitting. They act on rank zero only, so that
-several devices do not log the same files twice.
+the run for its epoch history), hands them to a function of :mod:`.artifacts`, and gives
+the result to the run writer (:class:`~denselab.tracking.logger.RunLogger`).
+:func:`figure_callbacks` binds both to every :class:`RunCallback` before fitting. They act on
+rank zero only, so that several devices do not log the same files twice.
 
 When:
 - class samples: when training starts;
@@ -19,13 +19,14 @@ When:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
 from denselab.reporting import analysis
-
 from denselab.reporting import artifacts as report
 from denselab.config import (
     ClassMetricsSchema,
@@ -37,9 +38,8 @@ from denselab.config import (
 )
 from denselab.reporting.artifacts import CURVE_METRICS
 from denselab.reporting.evaluation import Evaluation, Evaluator
-
-if TYPE_CHECKING:
-    from denselab.tracking.logger import RunLogger
+from denselab.tracking.logger import RunLogger
+from denselab.training.callback_group import joined_by_kind
 
 
 class RunCallback(pl.Callback):
@@ -189,3 +189,22 @@ class TrainingCurves(RunCallback):
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.run.artifacts(report.training_curves(self.run.history(CURVE_METRICS)))
+
+
+def instantiate_callbacks(callbacks_cfg: Optional[DictConfig], run=None, evaluator=None) -> list:
+    """The ``callbacks`` group: a mapping of names to callback configs; null ones are off.
+    Callbacks that write to the run are bound to ``run`` and ``evaluator``."""
+    if not callbacks_cfg:
+        return []
+    made = [instantiate(cb) for cb in callbacks_cfg.values() if cb and "_target_" in cb]
+    for callback in made:
+        if isinstance(callback, RunCallback) and run is not None:
+            callback.bind(run, evaluator)
+    return made
+
+
+def figure_callbacks(callbacks_cfg: Optional[DictConfig], run, evaluator) -> list:
+    """The callbacks of :func:`instantiate_callbacks`, with those that act only around
+    epochs joined in one (:mod:`denselab.training.callback_group`): Lightning calls every
+    hook of every callback at every step."""
+    return joined_by_kind(instantiate_callbacks(callbacks_cfg, run, evaluator), RunCallback)

@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 
 from denselab.data.base import ImageDataModule
-from denselab.training.checkpoint_files import load_checkpoint
 from denselab.training.module import MLPClassifier, classification_loss
 
 
@@ -146,10 +145,3 @@ class Evaluator:
         # identities they tell whether the weights are still those last evaluated.
         tensors = itertools.chain(self.model.parameters(), self.model.buffers())
         return tuple((id(t), t._version) for t in tensors)
-
-
-def restore_weights(model: MLPClassifier, checkpoint_path: str) -> None:
-    """Load a checkpoint's weights into ``model``, as ``trainer.test(ckpt_path=...)`` does."""
-    if checkpoint_path:
-
-        model.load_state_dict(load_checkpoint(checkpoint_path, model.device)["state_dict"])

@@ -30,6 +30,9 @@ NETWORK_FILE = "network.json"
 # give the same floating-point sums, so predictions equal the run's to the last bit.
 BATCH_SIZE = 1024
 TOP_K = 3
+# The loader module of denselab's MLflow models: today's, and the one models logged before
+# the subpackages name (the package denselab.serving hands on to today's).
+LOADER_MODULES = ("denselab.serving.mlflow_model", "denselab.serving")
 
 
 class Classifier:
@@ -227,7 +230,7 @@ def _from_model_folder(folder: Path, spec: str) -> Classifier:
             f"{spec} is not an MLflow model (no readable MLmodel file with a python_function "
             "flavor); pass the model a denselab run logged."
         ) from None
-    if flavor.get("loader_module") != "denselab.serving.mlflow_model":
+    if flavor.get("loader_module") not in LOADER_MODULES:
         raise ModelNotFoundError(
             f"{spec} is an MLflow model, but not one denselab logged (its loader is "
             f"{flavor.get('loader_module') or 'a pickled Python model'}); load it with "

@@ -13,7 +13,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from denselab.config import validate_config
-from denselab.errors import DenselabError
+from denselab.errors import ConfigError, DenselabError
+from denselab.training.devices import device_count
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,12 @@ class SweepRun(Callback):
         self.stopped: Optional[int] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Here, not at the top: Hydra imports this module for every command, and MLflow
+        # takes seconds to import; a config error must answer at once.
         from denselab.sweeps import parent as sweeps
+        from denselab.sweeps.job import SWEEP_ENV
         from denselab.tracking.signals import on_stop
+        from denselab.training.threads import JOBS_ENV
 
         try:
             validate_config(config)
@@ -41,8 +46,8 @@ class SweepRun(Callback):
         except DenselabError as err:
             log.error(str(err))
             sys.exit(1)
-        os.environ[sweeps.SWEEP_ENV] = self.sweep.parent_id
-        os.environ[sweeps.JOBS_ENV] = str(sweeps.jobs_at_once(config))
+        os.environ[SWEEP_ENV] = self.sweep.parent_id
+        os.environ[JOBS_ENV] = str(sweeps.jobs_at_once(config))
         atexit.register(self.close)
         on_stop(self._stopped)  # Hydra's basic launcher: the job's own signal handling
         for signum in (signal.SIGINT, signal.SIGTERM):  # other launchers: this process's
@@ -88,9 +93,6 @@ class RefuseRelaunchingDevices(Callback):
 
 
 def refuse_relaunching_devices(cfg: DictConfig) -> None:
-    from denselab.errors import ConfigError
-    from denselab.training.devices import device_count
-
     count = device_count(cfg.trainer.get("devices", 1))
     strategy = str(cfg.trainer.get("strategy", "auto"))
     if (count or 1) * cfg.trainer.get("num_nodes", 1) > 1 and "spawn" not in strategy:

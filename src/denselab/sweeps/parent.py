@@ -1,9 +1,8 @@
 """A sweep (``denselab-train -m ...``) as one thing in MLflow: a parent run and its jobs' runs.
 
 The process that launches the sweep (:class:`denselab.sweeps.hydra_hooks.SweepRun`) opens the
-parent run before the first job and leaves its id in the environment, where every launcher
-hands it on: joblib's workers and submitit's processes inherit it, SLURM's ``sbatch``
-exports it. Each job's run is then a child of it (tag ``mlflow.parentRunId``), named for the
+parent run before the first job; each job's run is then a child of it
+(:mod:`denselab.sweeps.job`, tag ``mlflow.parentRunId``), named for the
 values that differ (``... lr=0.1 seed=1``). When the sweep ends, the parent gets the jobs'
 table, figures of the swept settings against ``val/acc_best``, the best job, and ends
 FINISHED when every job finished, FAILED otherwise.
@@ -20,30 +19,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shlex
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
+from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
-from denselab.data.digest import DATA_TAG
+from denselab import overrides
+from denselab.sweeps import summary as sweep_report
+from denselab.sweeps.job import ALSO_TAG, BEST_TAG, KEY_TAG, PARENT_TAG, SWEPT_TAG, VALUES_TAG
+from denselab.tracking.holder import holder_tags
+from denselab.tracking.params import CONFIG_TAG
+from denselab.tracking.runs import (
+    create_run,
+    experiment_name,
+    newest_run,
+    take_over,
+    tracking_uri,
+)
+from denselab.tracking.store import get_or_create_experiment, open_store
+from denselab.training.threads import machine_cpus
 
 log = logging.getLogger("denselab")
-
-SWEEP_ENV = "DENSELAB_SWEEP_RUN_ID"  # the parent run's id, for the jobs
-JOBS_ENV = "DENSELAB_JOBS_AT_ONCE"  # how many jobs share this machine's CPUs
-PARENT_TAG = "mlflow.parentRunId"
-KEY_TAG = "sweep_key"
-SWEPT_TAG = "swept"
-VALUES_TAG = "swept_values"
-CONFIG_TAG = "config_hash"
-ALSO_TAG = "also_in_sweeps"  # parents that reuse this FINISHED run as one of their jobs
-BEST_TAG = "best_in_sweep"
-
 
 # -- what a sweep is -------------------------------------------------------------------
 
@@ -52,12 +52,7 @@ def _swept(config: DictConfig) -> dict[str, str]:
     """Each setting a sweep varies, with how the command says it: the sweep overrides
     (``seed`` -> ``seed=1,2``), then the sweeper's search space (``hydra.sweeper.params``,
     named by key)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-    swept = {
-        o.key_or_group: o.input_line or o.key_or_group for o in parsed if o.is_sweep_override()
-    }
+    swept = overrides.swept(config.hydra.overrides.task)
     for key in OmegaConf.select(config, "hydra.sweeper.params") or {}:
         swept.setdefault(str(key), str(key))
     return swept
@@ -81,21 +76,6 @@ def sweep_key(config: DictConfig) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def config_hash(cfg: DictConfig, data_digest: str) -> str:
-    """What makes two runs the same run: the settings they are compared by (the run's
-    params), not where they are stored, how fast they train, or what they draw; and the
-    content of the data they train and are scored on (``data_digest``, see
-    :mod:`denselab.data.digest`), not where it lies."""
-    from denselab.tracking.runs import run_params
-
-    params = run_params(cfg)
-    for key in ("threads", "resume"):
-        params.pop(key, None)
-    params[DATA_TAG] = data_digest
-    blob = json.dumps(params, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
-
-
 def sweep_command() -> str:
     program = Path(sys.argv[0]).name
     if program in ("__main__.py", "train.py"):
@@ -106,8 +86,6 @@ def sweep_command() -> str:
 def jobs_at_once(config: DictConfig) -> int:
     """How many of the sweep's jobs run side by side on this machine: joblib's ``n_jobs``
     (-1: one per CPU), one for Hydra's basic launcher, SLURM and other machines."""
-    from denselab.training.threads import machine_cpus
-
     target = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
     if "joblib" in target.lower():
         n_jobs = int(OmegaConf.select(config, "hydra.launcher.n_jobs") or -1)
@@ -132,37 +110,16 @@ class Sweep:
 def open_sweep(config: DictConfig) -> Sweep:
     """The sweep's parent run, RUNNING: this sweep's own from an earlier try of the same
     command, or a new one. Raises DenselabError when the store cannot be used."""
-    from mlflow.entities import RunStatus
-    from mlflow.tracking.context.registry import resolve_tags
-
-    from denselab.tracking.store import store_lock
-    from denselab.tracking.runs import (
-        experiment_name,
-        get_or_create_experiment,
-        open_store,
-        tracking_uri,
-    )
-
     uri = tracking_uri(config)
     client = open_store(uri)
-    with store_lock(uri):
-        experiment_id = get_or_create_experiment(client, experiment_name(config))
+    experiment_id = get_or_create_experiment(client, experiment_name(config))
     swept, key, command = swept_keys(config), sweep_key(config), sweep_command()
     earlier = None
     if config.tracking.skip_finished:
-        found = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.{KEY_TAG} = '{key}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        earlier = found[0] if found else None
-    process = {"host": socket.gethostname(), "pid": str(os.getpid()), "command": command}
+        earlier = newest_run(client, experiment_id, f"tags.{KEY_TAG} = '{key}'")
     if earlier is not None:
         parent_id = earlier.info.run_id
-        client.update_run(parent_id, status=RunStatus.to_string(RunStatus.RUNNING))
-        for name, value in process.items():
-            client.set_tag(parent_id, name, value)
+        take_over(client, parent_id, {"command": command})
         log.info("Sweep: continuing parent run %s (%s)", parent_id, earlier.info.run_name)
     else:
         tags = {
@@ -173,19 +130,16 @@ def open_sweep(config: DictConfig) -> Sweep:
             "launcher": str(OmegaConf.select(config, "hydra.launcher._target_") or ""),
             "sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_") or ""),
             "start_dir": str(Path.cwd()),
-            **process,
+            **holder_tags(),
+            "command": command,
         }
-        tags = resolve_tags(tags)  # MLflow's user and source, as fluent runs get
-        run = client.create_run(experiment_id, run_name=parent_name(config), tags=tags)
-        parent_id = run.info.run_id
+        parent_id = create_run(client, experiment_id, parent_name(config), tags)
         log.info("Sweep: parent run %s in %s", parent_id, uri)
     return Sweep(client, parent_id, experiment_id, swept, command)
 
 
 def parent_name(config: DictConfig) -> str:
     """``digits sweep seed=1,2,3,4``: the experiment and what the command sweeps."""
-    from denselab.tracking.runs import experiment_name
-
     said = " ".join(_swept(config).values())
     return f"{experiment_name(config)} sweep {said}".strip()[:250]
 
@@ -193,10 +147,6 @@ def parent_name(config: DictConfig) -> str:
 def close_sweep(sweep: Sweep, stopped: bool = False) -> str:
     """Summarise the jobs on the parent run and end it: FINISHED when every job did,
     FAILED otherwise, KILLED when the sweep was ``stopped``. Returns the status."""
-    from mlflow.entities import RunStatus
-
-    from denselab.sweeps import summary as sweep_report
-
     if sweep.closed:
         return ""
     sweep.closed = True
@@ -290,126 +240,3 @@ def _row(run, sweep: Sweep) -> dict[str, Any]:
         "duration_s": round((ended - started) / 1000, 1) if ended and started else None,
         "reused": tags.get(PARENT_TAG) != sweep.parent_id,
     }
-
-
-# -- a job's process: its run as a child ----------------------------------------------
-
-
-@dataclass
-class SweepJob:
-    """This job's place in a sweep: the parent, and the swept values it runs with."""
-
-    client: Any
-    parent_id: str
-    experiment_id: str
-    values: dict[str, str]
-    skip_finished: bool
-
-    def run_name(self, base: str) -> str:
-        from denselab.sweeps.summary import short_value
-
-        said = " ".join(f"{k.split('.')[-1]}={short_value(v)}" for k, v in self.values.items())
-        return f"{base} {said}".strip()
-
-    def tags(self) -> dict[str, str]:
-        return {PARENT_TAG: self.parent_id, VALUES_TAG: json.dumps(self.values)}
-
-    def finished_run(self, fingerprint: str):
-        """A FINISHED run of the same config in the experiment, the newest; None if none
-        (or when the sweep runs everything anew)."""
-        if not self.skip_finished:
-            return None
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.{CONFIG_TAG} = '{fingerprint}' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        return found[0] if found else None
-
-    def stopped_run(self, fingerprint: str):
-        """This sweep's own earlier try of the same config that was stopped (KILLED, or
-        RUNNING with its process gone) and can go on from its checkpoint; None otherwise.
-        A FAILED try is run anew: going on from it would likely fail the same way."""
-        from denselab.tracking.resume import process_alive
-
-        if not self.skip_finished:
-            return None
-        found = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=(
-                f"tags.{CONFIG_TAG} = '{fingerprint}' and tags.`{PARENT_TAG}` = '{self.parent_id}'"
-            ),
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        if not found:
-            return None
-        run = found[0]
-        if run.info.status == "KILLED" or (
-            run.info.status == "RUNNING" and process_alive(run) is False
-        ):
-            return run
-        return None
-
-    def reuse(self, run) -> None:
-        """Count the FINISHED ``run`` as this sweep's job without running it again."""
-        tags = run.data.tags
-        if tags.get(PARENT_TAG) == self.parent_id:
-            return
-        parents = [p for p in tags.get(ALSO_TAG, "").split(",") if p]
-        if self.parent_id not in parents:
-            self.client.set_tag(run.info.run_id, ALSO_TAG, ",".join([*parents, self.parent_id]))
-
-
-def sweep_job(cfg: DictConfig, overrides: Sequence[str]) -> Optional[SweepJob]:
-    """This job's :class:`SweepJob` inside a sweep; None in a single run, or when the parent
-    is not in this job's store (a swept tracking.uri)."""
-    from mlflow.exceptions import MlflowException
-
-    from denselab.tracking.runs import open_store, tracking_uri
-
-    parent_id = os.environ.get(SWEEP_ENV)
-    if not parent_id:
-        return None
-    client = open_store(tracking_uri(cfg))
-    try:
-        parent = client.get_run(parent_id)
-    except MlflowException:
-        log.warning("Sweep parent run %s is not in this job's store: a run of its own", parent_id)
-        return None
-    swept = [k for k in parent.data.tags.get(SWEPT_TAG, "").split(",") if k]
-    return SweepJob(
-        client,
-        parent_id,
-        parent.info.experiment_id,
-        swept_values(swept, overrides),
-        bool(cfg.tracking.skip_finished),
-    )
-
-
-def swept_values(swept: Sequence[str], overrides: Sequence[str]) -> dict[str, str]:
-    """The job's value of each swept setting, as its override says it (``lr=0.1``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    given = {o.key_or_group: o.get_value_element_as_str() for o in parsed}
-    return {key: given[key] for key in swept if key in given}
-
-
-def record_failed_job(cfg: DictConfig, overrides: Sequence[str], error: BaseException) -> None:
-    """A job that failed before its run existed (a swept value out of range): a FAILED
-    child with the reason, so that the sweep's table shows it."""
-    from mlflow.entities import RunStatus
-
-    from denselab.errors import first_line
-    from denselab.tracking.runs import run_name
-
-    job = sweep_job(cfg, overrides)
-    if job is None:
-        return
-    tags = {**job.tags(), "error": f"{type(error).__name__}: {first_line(error)}"[:5000]}
-    tags[CONFIG_TAG] = config_hash(cfg, "")  # its data never loaded: matches no run
-    tags["overrides"] = " ".join(overrides)
-    run = job.client.create_run(job.experiment_id, run_name=job.run_name(run_name(cfg)), tags=tags)
-    job.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))

@@ -11,11 +11,10 @@ Imported by Hydra before any job and by denselab.tracking.runs: no torch, Lightn
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
 import sys
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -32,16 +31,6 @@ PRESETS = ("slurm", "slurm_gpu")
 # sinfo asks slurmctld; one that does not answer within this is as good as down.
 SINFO_TIMEOUT_S = 20
 
-# (MLflow tag, environment variable SLURM sets in a job)
-SLURM_VARIABLES = (
-    ("slurm.job_id", "SLURM_JOB_ID"),
-    ("slurm.array_job_id", "SLURM_ARRAY_JOB_ID"),
-    ("slurm.array_task_id", "SLURM_ARRAY_TASK_ID"),
-    ("slurm.node", "SLURMD_NODENAME"),
-    ("slurm.partition", "SLURM_JOB_PARTITION"),
-    # Set once a job has been requeued (a time limit, a preemption, scontrol requeue).
-    ("slurm.restart_count", "SLURM_RESTART_COUNT"),
-)
 
 
 class CheckSlurmLauncher(Callback):
@@ -117,36 +106,3 @@ def check_slurm_launcher(
         )
 
 
-def scheduler_tags(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """The SLURM job a run is part of, as MLflow tags: job and array ids, node, partition,
-    and the job's stdout/stderr files where submitit started it; {} outside SLURM.
-
-    Read from the job's environment, not from ``scontrol``: no process to start, and a
-    slurmctld that is busy or down cannot delay the run."""
-    if not environ.get("SLURM_JOB_ID"):
-        return {}
-    tags = {tag: environ[name] for tag, name in SLURM_VARIABLES if environ.get(name)}
-    tags.update(_submitit_logs(environ))
-    return tags
-
-
-def _submitit_logs(environ: Mapping[str, str]) -> dict[str, str]:
-    # submitit passes its folder (with %j still in it) to the job; its JobPaths fills in the
-    # ids the same way the sbatch script's --output and --error did.
-    folder = environ.get("SUBMITIT_FOLDER")
-    if not folder:
-        return {}
-    from submitit.core.utils import JobPaths
-
-    array_job = environ.get("SLURM_ARRAY_JOB_ID")
-    job = f"{array_job}_{environ.get('SLURM_ARRAY_TASK_ID')}" if array_job else None
-    paths = JobPaths(
-        folder,
-        job_id=job or environ["SLURM_JOB_ID"],
-        task_id=int(environ.get("SLURM_PROCID", "0") or 0),
-    )
-    tags = {"slurm.stdout": str(paths.stdout)}
-    # stderr_to_stdout=true sends both into stdout and leaves no stderr file to point at.
-    if paths.stderr.exists():
-        tags["slurm.stderr"] = str(paths.stderr)
-    return tags

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import tempfile
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -22,20 +23,29 @@ from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from denselab.tracking.signals import signals_held
-from denselab.reporting.artifacts import Artifacts
 from denselab.tracking.store import sqlite_path
 
 DPI = 100
 
 
-def exact(value: Any) -> float:
+@dataclass
+class Artifacts:
+    """Named figures (``figures/<name>.png``), tables (``tables/<name>.json``) and CSV tables
+    (``tables/<name>.csv``) for one run."""
+
+    figures: dict[str, Figure] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    csvs: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def float32_exact(value: Any) -> float:
     """The shortest decimal that is the same float32: Lightning hands metrics over as float32
     tensors, and 0.8 would otherwise read 0.800000011920929 in MLflow."""
     value = float(value)
     return float(str(np.float32(value))) if np.isfinite(value) else value
 
 
-def _whole(write: Callable) -> Callable:
+def _signals_held_on_sqlite(write: Callable) -> Callable:
     """Run a write to a local sqlite store with stop signals held back, delivered after it.
     A signal raises wherever Python is, also inside SQLAlchemy mid-transaction, which can
     leave this process's own connection holding the database's lock: the run's end could
@@ -81,10 +91,10 @@ class RunLogger(MLFlowLogger):
     # -- metrics -----------------------------------------------------------------------
 
     @rank_zero_only
-    @_whole
+    @_signals_held_on_sqlite
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
         self._load_history()
-        metrics = {k: exact(v) for k, v in metrics.items()}
+        metrics = {k: float32_exact(v) for k, v in metrics.items()}
         epoch = metrics.pop("epoch", None)
         step = int(epoch) if epoch is not None else (step or 0)
         if self._history and any(key.startswith("test/") for key in metrics):
@@ -122,11 +132,11 @@ class RunLogger(MLFlowLogger):
     # -- params and tags ---------------------------------------------------------------
 
     @rank_zero_only
-    @_whole
+    @_signals_held_on_sqlite
     def log_hyperparams(self, params: Any) -> None:
         super().log_hyperparams(params)
 
-    @_whole
+    @_signals_held_on_sqlite
     def tag(self, key: str, value: str) -> None:
         self.experiment.set_tag(self.run_id, key, value)
 
@@ -136,30 +146,30 @@ class RunLogger(MLFlowLogger):
 
     # -- artifacts ---------------------------------------------------------------------
 
-    @_whole
+    @_signals_held_on_sqlite
     def figure(self, fig: Figure, name: str) -> None:
         path = f"figures/{name}.png"
         self.experiment.log_figure(self.run_id, fig, path, save_kwargs={"dpi": DPI})
         self.figure_paths.append(path)
 
-    @_whole
+    @_signals_held_on_sqlite
     def table(self, frame: pd.DataFrame, name: str) -> None:
         self.experiment.log_table(self.run_id, frame, f"tables/{name}.json")
 
-    @_whole
+    @_signals_held_on_sqlite
     def csv(self, frame: pd.DataFrame, name: str) -> None:
         self.experiment.log_text(self.run_id, frame.to_csv(), f"tables/{name}.csv")
 
-    @_whole
+    @_signals_held_on_sqlite
     def text(self, text: str, path: str) -> None:
         self.experiment.log_text(self.run_id, text, path)
 
-    @_whole
+    @_signals_held_on_sqlite
     def image(self, image: np.ndarray, key: str, step: int) -> None:
         """One image of an MLflow image series (``key``, step = epoch)."""
         self.experiment.log_image(self.run_id, image, key=key, step=step)
 
-    @_whole
+    @_signals_held_on_sqlite
     def file(self, path: str | Path, folder: str) -> None:
         self.experiment.log_artifact(self.run_id, str(path), folder)
 

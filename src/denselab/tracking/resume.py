@@ -10,7 +10,6 @@ Training goes on from the run's ``last.ckpt``: from the folder the run recorded 
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import tempfile
 from dataclasses import dataclass
@@ -23,10 +22,12 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from denselab.errors import ConfigError, TrackingError
-from denselab.tracking.store import sqlite_path
+from denselab.overrides import override_keys
+from denselab.tracking.holder import process_alive
+from denselab.tracking.store import Store, sqlite_path
 from denselab.data.digest import DATA_TAG
 from denselab.training.checkpoint_files import LAST, RESUME_ARTIFACT_DIR, checkpoint_run_id
-from denselab.tracking.runs import experiment_name, open_store, tracking_uri
+from denselab.tracking.runs import experiment_name, newest_run, tracking_uri
 
 log = logging.getLogger("denselab")
 
@@ -50,6 +51,12 @@ MAY_CHANGE = (
 )
 
 
+def may_change(key: str) -> bool:
+    """Whether a resumed run may change setting ``key`` (a dotted path): MAY_CHANGE names
+    it, or a group above it."""
+    return any(key == k or key.startswith(k + ".") for k in MAY_CHANGE)
+
+
 @dataclass
 class Resume:
     """A run to continue, and how."""
@@ -61,22 +68,26 @@ class Resume:
     data_digest: Optional[str] = None  # what its data was (denselab.data.digest); None: unknown
 
 
-def prepare_resume(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> Optional[Resume]:
+def prepare_resume(
+    cfg: DictConfig, overrides: Sequence[str], output_dir: Path, store: Optional[Store] = None
+) -> Optional[Resume]:
     """The run ``cfg.resume`` names, checked and ready to continue; None without ``resume``.
+    ``store``: where to look (default: the store of ``cfg``).
 
     Raises DenselabError, before any run changes, for a run that cannot be continued.
     """
     wanted = cfg.get("resume")
     if not wanted:
         return None
-    uri = tracking_uri(cfg)
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():
+    store = store or Store(tracking_uri(cfg))
+    uri = store.uri
+    if not store.exists():
         raise TrackingError(
             f"resume={wanted} needs the MLflow store the run lives in, and there is none at "
-            f"{db}; start from the directory the run started in, or give tracking.uri=..."
+            f"{sqlite_path(uri)}; start from the directory the run started in, or give "
+            "tracking.uri=..."
         )
-    client = open_store(uri)
+    client = store.client
     run = find_run(client, str(wanted), experiment_name(cfg), uri)
     run_id = run.info.run_id
     refuse_if_alive(run)
@@ -86,7 +97,7 @@ def prepare_resume(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) 
     if (
         start_dir
         and not Path(run_cfg.data.dir).is_absolute()
-        and "data.dir" not in (override_keys(overrides))
+        and "data.dir" not in override_keys(overrides)
     ):
         run_cfg.data.dir = str(Path(start_dir) / run_cfg.data.dir)  # the data it trained on
     run_cfg.resume = run_id
@@ -113,14 +124,13 @@ def find_run(client: MlflowClient, wanted: str, experiment: str, uri: str) -> Ru
     ``experiment`` whose process is not alive."""
     if wanted == "last":
         found = client.get_experiment_by_name(experiment)
-        runs = (
-            client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"])
-            if found
-            else []
+        run = found and newest_run(
+            client,
+            found.experiment_id,
+            accept=lambda r: r.info.status != "FINISHED" and process_alive(r) is not True,
         )
-        for run in runs:
-            if run.info.status != "FINISHED" and process_alive(run) is not True:
-                return run
+        if run:
+            return run
         raise ConfigError(
             f"resume=last found no unfinished run in experiment {experiment!r} of {uri}; "
             "name the run with resume=<run id>, or the experiment with data=... or "
@@ -143,31 +153,6 @@ def find_run(client: MlflowClient, wanted: str, experiment: str, uri: str) -> Ru
     return run
 
 
-def process_alive(run: Run) -> Optional[bool]:
-    """Whether the process that runs ``run`` is alive: True or False on its own host, None
-    when the run is on another host (or records no process) and this one cannot tell."""
-    host, pid = run.data.tags.get("host"), run.data.tags.get("pid")
-    if run.info.status != "RUNNING":
-        return False
-    if not host or not pid or host != socket.gethostname():
-        return None
-    pid_int = int(pid)
-    if pid_int in (os.getpid(), os.getppid()):
-        # ourselves, or rank zero of a multi-device run whose launcher started this rank
-        return False
-    try:
-        os.kill(pid_int, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    # A live pid may have been reused by an unrelated process since the run's died.
-    cmdline = Path(f"/proc/{pid_int}/cmdline")
-    if cmdline.exists():
-        return b"denselab" in cmdline.read_bytes()
-    return True
-
-
 def refuse_if_alive(run: Run) -> None:
     alive = process_alive(run)
     name, host, pid = run.info.run_id, run.data.tags.get("host"), run.data.tags.get("pid")
@@ -183,8 +168,41 @@ def refuse_if_alive(run: Run) -> None:
         )
 
 
+# Where the classes a config names (``_target_``) lived before the subpackages: a run logged
+# then names them so in its config.yaml, and resume instantiates what it names.
+MOVED_TARGETS = {
+    "denselab.model.": "denselab.training.module.",
+    "denselab.run_logger.": "denselab.tracking.logger.",
+    "denselab.checkpoints.": "denselab.training.checkpoints.",
+    "denselab.callbacks.": "denselab.reporting.callbacks.",
+    "denselab.hydra_callbacks.": "denselab.sweeps.hydra_hooks.",
+    "denselab.cluster.": "denselab.sweeps.slurm.",
+}
+
+
+def current_targets(config: Any) -> Any:
+    """``config`` (a plain container) with every ``_target_`` of a moved class renamed to
+    where the class lives now."""
+    if isinstance(config, dict):
+        return {
+            key: _moved(value) if key == "_target_" else current_targets(value)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [current_targets(value) for value in config]
+    return config
+
+
+def _moved(target: Any) -> Any:
+    for old, new in MOVED_TARGETS.items():
+        if isinstance(target, str) and target.startswith(old):
+            return new + target[len(old) :]
+    return target
+
+
 def logged_config(client: MlflowClient, run: Run) -> DictConfig:
-    """The settings the run logged (``config.yaml``, interpolations resolved)."""
+    """The settings the run logged (``config.yaml``, interpolations resolved), with the
+    classes it names where they live today."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run.info.run_id, "config.yaml", tmp)
@@ -193,7 +211,8 @@ def logged_config(client: MlflowClient, run: Run) -> DictConfig:
                 f"resume={run.info.run_id}: the run logged no config.yaml (it stopped before "
                 "its settings were recorded), so it cannot be continued; start a new run."
             ) from None
-        return OmegaConf.load(path)
+        logged = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        return OmegaConf.create(current_targets(logged))
 
 
 def merged_config(run_cfg: DictConfig, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
@@ -201,8 +220,9 @@ def merged_config(run_cfg: DictConfig, cfg: DictConfig, overrides: Sequence[str]
     changes a setting is refused, naming it."""
     merged = run_cfg.copy()
     for key in override_keys(overrides):
-        new, old = _plain(OmegaConf.select(cfg, key)), _plain(OmegaConf.select(run_cfg, key))
-        if any(key == k or key.startswith(k + ".") for k in MAY_CHANGE):
+        new = _as_container(OmegaConf.select(cfg, key))
+        old = _as_container(OmegaConf.select(run_cfg, key))
+        if may_change(key):
             if key == "trainer.max_epochs" and old is not None and new < old:
                 raise ConfigError(
                     f"resume={cfg.resume} may raise trainer.max_epochs, not lower it "
@@ -227,7 +247,7 @@ def _what_is_trained(key: str, value: Any) -> Any:
     return {
         sub: _what_is_trained(f"{key}.{sub}", v)
         for sub, v in value.items()
-        if not any(f"{key}.{sub}" == k or f"{key}.{sub}".startswith(k + ".") for k in MAY_CHANGE)
+        if not may_change(f"{key}.{sub}")
     }
 
 
@@ -243,20 +263,7 @@ def _follow_the_folder(
             merged.data[key] = str(Path(new_dir) / value[len(prefix) :])
 
 
-def override_keys(overrides: Sequence[str], keep_resume: bool = False) -> list[str]:
-    """The config keys (or groups) the command-line overrides set, as dotted paths, in
-    their order (without ``resume`` unless ``keep_resume``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return [
-        o.key_or_group.replace("/", ".")
-        for o in parsed
-        if keep_resume or o.key_or_group != "resume"
-    ]
-
-
-def _plain(value: Any) -> Any:
+def _as_container(value: Any) -> Any:
     if isinstance(value, DictConfig) or OmegaConf.is_list(value):
         return OmegaConf.to_container(value, resolve=True)
     return value

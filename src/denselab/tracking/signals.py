@@ -11,7 +11,7 @@ unfinished epoch is trained again, in the same order, on resume.
 Under a scheduler that set its own handler for the time-limit signal before ours (submitit,
 for ``hydra/launcher=slurm``), the signal is handed on to it once the run has ended:
 submitit then requeues the job, and the requeued job continues the same run from its
-checkpoint (:mod:`denselab.sweeps.parent`).
+checkpoint (:mod:`denselab.sweeps.job`).
 
 The signal handler raises at once, wherever the main thread is, so that a process blocked on a
 tracking server that does not answer still ends; the run then has GRACE_S seconds to record
@@ -120,7 +120,7 @@ def _pass_on_time_limit(signum: int, scheduler_handler: Any) -> None:
     """Hand a time-limit signal on to the handler that was there before ours, once the run
     has ended KILLED and resumable: under submitit (hydra/launcher=slurm) that is
     submitit's, which requeues the job; the requeued job finds this run stopped and
-    continues it from its last checkpoint (denselab.sweeps.parent). Anything it raises only means:
+    continues it from its last checkpoint (denselab.sweeps.job). Anything it raises only means:
     no requeue. SLURM then ends this process (SIGTERM: straight out, the run is ended)."""
     if not callable(scheduler_handler) or scheduler_handler is signal.default_int_handler:
         return

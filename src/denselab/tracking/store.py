@@ -1,17 +1,32 @@
-"""The MLflow store as many processes share it: locked creation, waiting writers, bounded HTTP.
+"""The MLflow store: opened in seconds or refused in a sentence, shared by many processes
+(locked creation, waiting writers, bounded HTTP), and the experiment runs go to.
 
-Nothing here imports MLflow at module level: :func:`bound_http_waits` must run before any
-MLflow call, and the sqlite settings must be in place before MLflow opens its first engine.
+The default store is sqlite under ``./mlruns`` of the directory the command started in, so
+every job of a sweep shares it. A fresh sqlite DB opened by several processes at once races
+its schema migration, so every process creates or migrates the DB, and creates the
+experiment, under the store's file lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from pathlib import Path
+import re
 from typing import Iterator, Optional
+from urllib.parse import urlsplit
 
-from denselab.errors import TrackingError
+import requests
+import sqlalchemy
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from denselab.errors import TrackingError, first_line
 
 # MLflow's own defaults (120 s a request, 7 retries, backoff factor 2) let one call to a dead
 # server retry for minutes. These ride out a restart of a few seconds (retries after 0, 2, 4
@@ -27,6 +42,27 @@ HTTP_WAITS = {
 SQLITE_BUSY_TIMEOUT_S = 60
 # How long a process waits for another one to create or migrate the store.
 STORE_LOCK_TIMEOUT_S = 300
+
+
+class Store:
+    """The MLflow store at ``uri`` as one command uses it: opened once, when first needed
+    (a resume, a sweep job, the run), so that a command that fails before then creates
+    nothing."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self._client: Optional[MlflowClient] = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = open_store(self.uri)
+        return self._client
+
+    def exists(self) -> bool:
+        """False for a sqlite store whose file is not there yet; True otherwise."""
+        db = sqlite_path(self.uri)
+        return db is None or db.is_file()
 
 
 def bound_http_waits() -> None:
@@ -51,11 +87,6 @@ def wait_for_sqlite_writers() -> None:
     global _busy_timeout_set
     if _busy_timeout_set:
         return
-    import sqlite3
-
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
     @event.listens_for(Engine, "connect")
     def _busy_timeout(dbapi_connection, connection_record) -> None:
         if isinstance(dbapi_connection, sqlite3.Connection):
@@ -87,3 +118,144 @@ def store_lock(uri: str) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client on the store at ``uri``, created if it is a new sqlite file."""
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        wait_for_sqlite_writers()
+    elif uri.startswith(("http://", "https://")):
+        bound_http_waits()
+        _check_server(uri)
+    elif uri.startswith("postgresql"):
+        _check_database(uri)
+    elif uri.startswith("file:") or "://" not in uri:
+        raise TrackingError(
+            f"tracking.uri={uri} is a file store, which MLflow 3 no longer accepts; use "
+            "sqlite:///<absolute path>/mlflow.db, or leave tracking.uri unset for ./mlruns."
+        )
+    try:
+        with store_lock(uri):
+            # Both create and migrate a new sqlite DB: the client opens its store at once.
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+    except (MlflowException, SQLAlchemyError) as err:
+        if "Invalid Host header" in str(err):
+            raise TrackingError(_host_refused(uri)) from None
+        raise TrackingError(
+            f"The MLflow store at {shown_uri(uri)} cannot be used ({first_line(err)}); check "
+            "tracking.uri, or leave it unset to use ./mlruns."
+        ) from None
+    return client
+
+
+def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, creating (or restoring) it if needed, under the
+    store's lock: two processes must not both create it."""
+    with store_lock(client.tracking_uri):
+        return _get_or_create_experiment(client, name)
+
+
+def _get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(
+                name, artifact_location=artifact_location(client.tracking_uri, name)
+            )
+        except MlflowException:
+            # Another job created it between our look-up and create: use theirs.
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def artifact_location(uri: str, experiment: str) -> Optional[str]:
+    """Where a new experiment of a sqlite store keeps its runs' artifacts: beside the
+    database, in a folder named for the experiment (``mlruns/digits/<run id>/artifacts``).
+    MLflow's own default is ``./mlruns`` of whatever folder the process started in, which
+    scatters a store's artifacts wherever commands run (and fails where that folder is not
+    writable). None elsewhere: a server or database store decides its own."""
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
+    return (db.resolve().parent / folder).as_uri()
+
+
+def health_problem(uri: str, timeout: float = 5) -> Optional[str]:
+    """Why the MLflow server at ``uri`` does not answer its health check within ``timeout``
+    s (the error's name); None when it answers."""
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as err:
+        return type(err).__name__
+    return None
+
+
+def _check_server(uri: str) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when no server answers."""
+    problem = health_problem(uri)
+    if problem:
+        raise TrackingError(
+            f"No MLflow server answers at {uri} ({problem}); start one with "
+            "`make ui` or `mlflow server`, or leave tracking.uri unset to use ./mlruns."
+        )
+
+
+def _host_refused(uri: str) -> str:
+    """MLflow 3's server answers only requests addressed to localhost or a private IP unless
+    told otherwise (its guard against DNS rebinding): /health passes, every call fails."""
+    parts = urlsplit(uri)
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    return (
+        f"The MLflow server at {uri} refuses requests addressed to {host} (MLflow's guard "
+        f"against DNS rebinding); start it with `--allowed-hosts {host}` (several names "
+        "comma-separated), or address it by a name it allows."
+    )
+
+
+# Seconds one connection attempt to a database server may take (libpq's connect_timeout).
+DATABASE_CONNECT_TIMEOUT_S = 10
+
+
+def _check_database(uri: str) -> None:
+    """Fail in seconds, not after MLflow's ~100 s of reconnecting and a traceback, when the
+    database server does not answer: one attempt, bounded by connect_timeout (a
+    ``?connect_timeout=`` of the user's own in the URI wins)."""
+    url = sqlalchemy.make_url(uri)
+    connect_args = (
+        {} if "connect_timeout" in url.query else {"connect_timeout": DATABASE_CONNECT_TIMEOUT_S}
+    )
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=NullPool)
+    except (ImportError, NoSuchModuleError) as err:
+        raise TrackingError(
+            f"tracking.uri={shown_uri(uri)} needs a database driver that is not installed "
+            f"({first_line(err)}); write postgresql+psycopg:// and `pip install "
+            "'denselab[server]'`, or install that driver."
+        ) from None
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as err:
+        raise TrackingError(
+            f"Cannot connect to the PostgreSQL database at {shown_uri(uri)} "
+            f"({first_line(getattr(err, 'orig', None) or err)}); start the database server or "
+            "correct tracking.uri (host, port, user, database), or leave tracking.uri unset to "
+            "use ./mlruns."
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def shown_uri(uri: str) -> str:
+    """``uri`` fit to print: a database URI's password masked."""
+    if "://" in uri and "@" in uri.split("://", 1)[1]:
+        with contextlib.suppress(Exception):
+            return sqlalchemy.make_url(uri).render_as_string(hide_password=True)
+    return uri

@@ -62,7 +62,7 @@ class CallbackGroup(pl.Callback):
                 member.load_state_dict(state_dict[member.state_key])
 
 
-def grouped(callbacks: Sequence[pl.Callback], kind: type) -> list[pl.Callback]:
+def joined_by_kind(callbacks: Sequence[pl.Callback], kind: type) -> list[pl.Callback]:
     """``callbacks`` with those of ``kind`` joined in one :class:`CallbackGroup` where there
     are two or more, in the first one's place. Every other callback stays as it is: Lightning
     treats some kinds apart (checkpoints, early stopping, progress bars)."""

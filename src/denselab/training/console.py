@@ -140,12 +140,3 @@ class EpochLines(ProgressBar):
         if self._enabled and trainer.is_global_zero:
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
             log.info(epoch_line(epoch, trainer.max_epochs, metrics, seconds))
-
-
-def run_address(tracking_uri: str, experiment_id: str, run_id: str, ui_port: int = 5000) -> str:
-    """Where a person opens the run: the MLflow UI of ``make ui`` for the local store, the
-    server itself for an http(s) store."""
-    path = f"#/experiments/{experiment_id}/runs/{run_id}"
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"{tracking_uri.rstrip('/')}/{path}"
-    return f"http://127.0.0.1:{ui_port}/{path} (start the UI with `make ui`)"

@@ -16,6 +16,9 @@ from typing import Optional, Sequence
 
 log = logging.getLogger(__name__)
 
+# How many jobs of a sweep share this machine's CPUs: set by the sweep's launching process.
+JOBS_ENV = "DENSELAB_JOBS_AT_ONCE"
+
 # Multiply-adds per training step (forward; backward is twice that) from which more than
 # one thread is faster. bench/threads.py on 2 idle cores (torch 2.13 CPU build, step time
 # 1 thread against 2): up to 3.3 million (the course's 784-128-10 at batch 32) two threads
@@ -45,9 +48,7 @@ def machine_cpus() -> int:
 def cpu_threads() -> int:
     """The threads this process may use: OMP_NUM_THREADS when set (joblib's workers have
     it), else its share of the CPUs when a sweep runs several jobs side by side on them
-    (denselab.sweeps.parent.JOBS_ENV), else every CPU it may run on."""
-    from denselab.sweeps.parent import JOBS_ENV
-
+    (JOBS_ENV), else every CPU it may run on."""
     try:
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     except (KeyError, ValueError):

@@ -1,0 +1,142 @@
+"""Which run this is, decided once, before any run is created or changed: a new run, a run
+to continue (``resume=``), a sweep job whose config and data already FINISHED (reused, not
+run again), or a sweep job stopped earlier (continued from its checkpoint).
+
+A job is its config and its data, so the plan loads the data first: data that cannot be
+loaded is a sentence, not a FAILED run. The plan holds the one store client the command
+uses, and opens the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from mlflow.entities import Run
+from omegaconf import DictConfig, open_dict
+
+from denselab.data.base import ImageDataModule
+from denselab.errors import ConfigError
+from denselab.overrides import override_keys
+from denselab.sweeps.job import SweepJob, sweep_job
+from denselab.tracking.logger import RunLogger
+from denselab.tracking.params import config_hash
+from denselab.tracking.resume import Resume, may_change, prepare_resume, refuse_other_data
+from denselab.tracking.runs import run_name, run_status, start_run, tracking_uri
+from denselab.tracking.store import Store
+from denselab.training.devices import joined_run, share_run
+from denselab.training.trainer import load_data, quiet_irrelevant_warnings
+
+log = logging.getLogger("denselab")
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """What one command trains, and in which MLflow run."""
+
+    cfg: DictConfig  # the run's settings: a resumed run's own, with the changes allowed
+    data: ImageDataModule  # its splits loaded
+    data_digest: str  # what the data is (denselab.data.digest)
+    store: Store
+    output_dir: Path
+    overrides: tuple[str, ...] = ()
+    resume: Optional[Resume] = None  # the run to continue, and from which checkpoint
+    job: Optional[SweepJob] = None  # its place in a sweep
+    finished: Optional[Run] = None  # a FINISHED run with the same config and data, reused
+
+    @property
+    def run_name(self) -> str:
+        return run_name(self.cfg)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.resume.checkpoint_dir if self.resume else self.output_dir / "checkpoints"
+
+    @property
+    def checkpoint(self) -> Optional[Path]:
+        """What training continues from; None: from epoch 0."""
+        return self.resume.checkpoint if self.resume else None
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[RunLogger]:
+        """The run's writer, inside the run's life: created (or taken over) on rank zero,
+        which ends it FINISHED, FAILED or KILLED; joined on the other ranks."""
+        run_id = joined_run()
+        if run_id is not None:  # not rank zero: rank zero created the run and ends it
+            yield instantiate(self.cfg.logger, tracking_uri=self.store.uri, run_id=run_id)
+            return
+        client, run_id, uri = start_run(
+            self.cfg,
+            self.data_digest,
+            self.overrides,
+            self.resume.run_id if self.resume else None,
+            tags=self.job.tags() if self.job else None,
+            name=self.job.run_name(self.run_name) if self.job else None,
+            store=self.store,
+        )
+        share_run(run_id)
+        log.info("MLflow run %s (%s) in %s", run_id, self.run_name, uri)
+        with run_status(client, run_id, self.checkpoint_dir / "last.ckpt"):
+            yield instantiate(self.cfg.logger, tracking_uri=uri, run_id=run_id)
+
+
+def plan_run(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> RunPlan:
+    """The plan of the run ``cfg`` asks for. Raises DenselabError, before any run exists or
+    changes, for a run that cannot be made: a resume that cannot be done, data that cannot
+    be loaded, other data under a resumed run."""
+    store = Store(tracking_uri(cfg))
+    job = sweep_job(cfg, overrides, store) if not cfg.get("resume") else None
+    resume = prepare_resume(cfg, overrides, output_dir, store)
+    cfg = resume.cfg if resume else cfg
+    quiet_irrelevant_warnings()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = load_data(cfg)
+    digest = data.content_digest()
+    if resume is not None:
+        refuse_other_data(resume, digest)
+    plan = RunPlan(cfg, data, digest, store, output_dir, tuple(overrides), resume, job)
+    return _as_sweep_job(plan) if job is not None else plan
+
+
+def _as_sweep_job(plan: RunPlan) -> RunPlan:
+    """A sweep job's plan: the FINISHED run of the same config and data to reuse, or this
+    sweep's stopped try of it to continue, or a new run."""
+    fingerprint = config_hash(plan.cfg, plan.data_digest)
+    done = plan.job.finished_run(fingerprint)
+    if done is not None:
+        return dataclasses.replace(plan, finished=done)
+    resume = _resume_stopped(plan, fingerprint)
+    if resume is None:
+        return plan
+    return dataclasses.replace(plan, cfg=resume.cfg, resume=resume)
+
+
+def _resume_stopped(plan: RunPlan, fingerprint: str) -> Optional[Resume]:
+    """The :class:`Resume` of this sweep's earlier, stopped try of the same job (config
+    ``fingerprint``), checked as ``resume=`` checks it; None when there is none that can go
+    on, and the job starts anew.
+
+    The stopped run has the same config (its config_hash), so of the job's overrides only
+    those a resume may change (where the data and store are, ...) are passed on: comparing
+    the others again would trip on what the first resume wrote back (an absolute data.dir).
+    """
+    stopped = plan.job.stopped_run(fingerprint)
+    if stopped is None:
+        return None
+    resumed = plan.cfg.copy()
+    with open_dict(resumed):
+        resumed.resume = stopped.info.run_id
+    keys = override_keys(plan.overrides, keep_resume=True)
+    allowed = [override for override, key in zip(plan.overrides, keys) if may_change(key)]
+    try:
+        resume = prepare_resume(resumed, allowed, plan.output_dir, plan.store)
+    except ConfigError as err:
+        log.warning("Not continuing run %s (%s): this job starts anew", stopped.info.run_id, err)
+        return None
+    log.info("Continuing this job's stopped run %s from its checkpoint", stopped.info.run_id)
+    return resume
