@@ -66,6 +66,8 @@ def predict(
     progress: bool = True,
 ):
     """Classify ``inputs`` with ``model``, write the table to ``out``; returns the table."""
+    # Here, not at the top: torch takes seconds to import, and `denselab-predict --help` and
+    # bad arguments answer at once.
     from denselab.serving.classifier import default_tracking_uri, load
     from denselab.serving.inputs import read_inputs
 
@@ -106,7 +108,7 @@ def write_csv_atomically(table, out: Path) -> None:
 
 
 def _run_to_log_to(run_id: str, uri: str):
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # seconds to import, as above
 
     from denselab.tracking.store import open_store
 

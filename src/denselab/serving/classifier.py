@@ -11,15 +11,19 @@ rest as JSON. Checkpoints are read the same way (:func:`load_checkpoint`).
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import yaml
 import pandas as pd
 import torch
 
 from denselab.errors import CheckpointError, ModelNotFoundError, first_line
+from denselab.serving.inputs import read_inputs
 from denselab.serving.preprocessing import Preprocessing
 from denselab.training.checkpoint_files import load_checkpoint
 from denselab.training.network import Architecture
@@ -138,8 +142,6 @@ class Classifier:
         ``images``: an array of raw images, or a folder, glob, ``.npy`` or IDX ``.gz`` path
         (read by :func:`denselab.serving.inputs.read_inputs`, whose sources become the index)."""
         if isinstance(images, (str, Path)):
-            from denselab.serving.inputs import read_inputs
-
             sources, images = read_inputs(str(images), self.preprocessing)
         return self.table(self.probabilities(images), sources)
 
@@ -169,8 +171,6 @@ class Classifier:
 def default_tracking_uri() -> str:
     """Where ``runs:/`` and ``models:/`` URIs are looked up when no tracking URI is given:
     MLFLOW_TRACKING_URI, else the store denselab-train writes by default (./mlruns)."""
-    import os
-
     return os.environ.get("MLFLOW_TRACKING_URI") or (
         f"sqlite:///{Path.cwd().resolve() / 'mlruns' / 'mlflow.db'}"
     )
@@ -190,8 +190,8 @@ def load(model: str | Path, tracking_uri: Optional[str] = None) -> Classifier:
             f"model={spec} does not exist; pass runs:/<run id>/model, models:/<name>@<alias>, "
             "an MLflow model folder or a .ckpt file."
         )
-    import tempfile
-
+    # MLflow only for runs:/ and models:/ URIs: a local model or checkpoint loads without
+    # its seconds of import.
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
@@ -221,8 +221,6 @@ def load(model: str | Path, tracking_uri: Optional[str] = None) -> Classifier:
 
 def _from_model_folder(folder: Path, spec: str) -> Classifier:
     """A denselab MLflow model folder (MLmodel + data/network)."""
-    import yaml
-
     try:
         flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]
     except (OSError, KeyError, TypeError, yaml.YAMLError):
