@@ -60,7 +60,7 @@ MUTANTS = [
     # -- what a job is: its config and its data ------------------------------------------
     Mutant(
         "a job's identity leaves out its data",
-        "src/denselab/sweeps/parent.py",
+        "src/denselab/tracking/params.py",
         "    params[DATA_TAG] = data_digest\n",
         "",
         [CONFIG_HASH_TEST],
@@ -82,7 +82,7 @@ MUTANTS = [
     # -- the reported result is the best checkpoint's ------------------------------------
     Mutant(
         "the run is tested on its last epoch, not its best",
-        "src/denselab/train.py",
+        "src/denselab/training/trainer.py",
         'trainer.test(model, datamodule=data, ckpt_path="best", verbose=False)',
         'trainer.test(model, datamodule=data, ckpt_path=None, verbose=False)',
         ["tests/test_best_checkpoint.py"],
@@ -90,21 +90,21 @@ MUTANTS = [
     # -- sweeps: what is skipped, what runs again ----------------------------------------
     Mutant(
         "a rerun skips jobs that FAILED, not only FINISHED ones",
-        "src/denselab/sweeps/parent.py",
+        "src/denselab/sweeps/job.py",
         "and attributes.status = 'FINISHED'\",",
         "and attributes.status != 'KILLED'\",",
         ["tests/test_sweep_rules.py::test_a_rerun_runs_failed_jobs_anew_and_skips_only_finished_ones"],
     ),
     Mutant(
         "tracking.skip_finished=false still skips finished jobs",
-        "src/denselab/sweeps/parent.py",
+        "src/denselab/sweeps/job.py",
         "        bool(cfg.tracking.skip_finished),\n",
         "        True,\n",
         [REUSE_TEST],
     ),
     Mutant(
         "a job reused from another sweep is not tagged",
-        "src/denselab/sweeps/parent.py",
+        "src/denselab/sweeps/job.py",
         "        if self.parent_id not in parents:\n",
         "        if False:\n",
         [REUSE_TEST],
@@ -275,7 +275,7 @@ MUTANTS = [
     ),
     Mutant(
         "a run's artifacts land under the current folder, not beside its store",
-        "src/denselab/tracking/runs.py",
+        "src/denselab/tracking/store.py",
         "    return (db.resolve().parent / folder).as_uri()\n",
         "    return None\n",
         ["tests/test_train.py::test_short_training_beats_chance_and_logs_everything"],

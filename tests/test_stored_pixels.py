@@ -73,7 +73,7 @@ def test_fixture_runs_score_as_before_to_four_decimals(compose_cfg, mnist_dir, t
             "trainer.max_epochs=2",
             "callbacks=none",
         ]
-        return train(compose_cfg([*overrides, *common]), tmp_path / name / "out")
+        return train(compose_cfg([*overrides, *common]), tmp_path / name / "out").metrics
 
     mnist = run("mnist", [f"data.dir={mnist_dir}", "data.mirrors=[]", "seed=1"])
     write_image_table(tmp_path / "table_data")
