@@ -10,7 +10,7 @@ __all__ = ["fit", "load"]
 
 def fit(*overrides, **kwargs):
     """Train one network as ``denselab-train <overrides>`` would, in this process; returns
-    a :class:`denselab.api.FitResult` (run_id, metrics, model, datamodule)."""
+    a :class:`denselab.train.RunResult` (run_id, metrics, model, datamodule)."""
     from denselab.api import fit as _fit
 
     return _fit(*overrides, **kwargs)

@@ -14,7 +14,7 @@ from typing import Optional
 from denselab.errors import DataError
 
 # What a run needs beside its images: Python, torch, Lightning, MLflow, matplotlib, the
-# model and a few batches. bench/memory.py measures an almost empty run at about 0.7 GB.
+# model and a few batches: bench/memory.py measures what an almost empty run takes.
 RUN_RESERVE_BYTES = 2**30
 
 

@@ -29,7 +29,7 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
 from denselab import overrides
-from denselab.sweeps import summary as sweep_report
+from denselab.sweeps import summary
 from denselab.sweeps.job import ALSO_TAG, BEST_TAG, KEY_TAG, PARENT_TAG, SWEPT_TAG, VALUES_TAG
 from denselab.tracking.holder import holder_tags
 from denselab.tracking.params import CONFIG_TAG
@@ -154,28 +154,28 @@ def close_sweep(sweep: Sweep, stopped: bool = False) -> str:
     if stopped:  # a signal: seconds to leave, so no summary; the next try of the sweep makes it
         client.set_terminated(parent_id, RunStatus.to_string(RunStatus.KILLED))
         return "KILLED"
-    table = sweep_report.jobs_table(job_rows(sweep), sweep.swept)
+    table = summary.jobs_table(job_rows(sweep), sweep.swept)
     client.log_dict(parent_id, _table_json(table), "tables/sweep_jobs.json")
     client.log_text(parent_id, table.to_csv(index=False), "tables/sweep_jobs.csv")
-    for name, fig in sweep_report.figures(table, sweep.swept).items():
+    for name, fig in summary.figures(table, sweep.swept).items():
         client.log_figure(parent_id, fig, f"figures/{name}.png", save_kwargs={"dpi": 100})
-    counts = sweep_report.status_counts(table)
+    counts = summary.status_counts(table)
     for status in ("FINISHED", "FAILED", "KILLED", "RUNNING"):
         client.log_metric(parent_id, f"jobs/{status.lower()}", counts.get(status, 0))
-    best = sweep_report.best_job(table)
+    best = summary.best_job(table)
     if best is not None:
         client.set_tag(parent_id, "best_run_id", best["run_id"])
         client.set_tag(parent_id, "best_run_name", best["run_name"])
         client.set_tag(best["run_id"], BEST_TAG, parent_id)
-        for metric in (sweep_report.OBJECTIVE, "test/acc"):
+        for metric in (summary.OBJECTIVE, "test/acc"):
             if best[metric] == best[metric]:  # not NaN
                 client.log_metric(parent_id, metric, float(best[metric]))
     client.set_tag(
         parent_id,
         "mlflow.note.content",
-        sweep_report.description(table, sweep.swept, sweep.command),
+        summary.description(table, sweep.swept, sweep.command),
     )
-    status = sweep_report.sweep_status(table)
+    status = summary.sweep_status(table)
     client.set_terminated(parent_id, status)
     said = ", ".join(f"{n} {s}" for s, n in counts.items())
     client.set_tag(parent_id, "jobs", said)

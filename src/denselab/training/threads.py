@@ -19,15 +19,10 @@ log = logging.getLogger(__name__)
 # How many jobs of a sweep share this machine's CPUs: set by the sweep's launching process.
 JOBS_ENV = "DENSELAB_JOBS_AT_ONCE"
 
-# Multiply-adds per training step (forward; backward is twice that) from which more than
-# one thread is faster. bench/threads.py on 2 idle cores (torch 2.13 CPU build, step time
-# 1 thread against 2): up to 3.3 million (the course's 784-128-10 at batch 32) two threads
-# are no faster (0.97-1.04x) and over a whole run slower; at 4-5.4 million they gain 3-17 %;
-# from 12.6 million on, every network measured gains 16-32 % (0.68-0.84x), and 40-45 %
-# from about 50 million. Between 5.4 and 12.6 million the step's Python overhead, which no
-# thread count speeds up, eats most of the gain, so the bar sits where the gain is clear.
-# On a machine whose other core is busy, two threads wait on each other and can be many
-# times slower: set threads=1.
+# Multiply-adds per training step (forward) from which more than one thread is faster: where
+# the gain is clear on 2 idle cores, past the step's Python overhead that no thread count
+# speeds up (bench/threads.py prints the table). On a machine whose other core is busy, two
+# threads wait on each other and can be many times slower: set threads=1.
 MANY_THREADS_FROM_MACS = 10_000_000
 
 
