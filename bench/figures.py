@@ -25,10 +25,10 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_module
 
 import denselab.train
+from denselab.config import register_schemas
 from denselab.reporting import callbacks as callbacks_module
 from denselab.reporting import results
 from denselab.reporting.callbacks import RunCallback
-from denselab.config import register_schemas
 
 HOOKS = (
     "setup",

@@ -76,8 +76,8 @@ def instrument(mark, stop) -> None:
     """Stamp the end of each stage of train() by wrapping what starts the next one."""
     import pytorch_lightning as pl
 
-    import denselab.training.threads as threads
     import denselab.tracking.runs as tracking
+    import denselab.training.threads as threads
     from denselab.data.base import ImageDataModule
     from denselab.training.module import MLPClassifier
 

@@ -12,9 +12,10 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from denselab.config import register_schemas  # noqa: E402
 from helpers import unavailable, write_mnist  # noqa: E402
 from slurm import slurm_cluster  # noqa: E402, F401  (a fixture: a real one-node SLURM)
+
+from denselab.config import register_schemas  # noqa: E402
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -13,12 +13,12 @@ from hydra.utils import instantiate
 from mlflow import MlflowClient
 from PIL import Image
 
-from denselab.reporting import callbacks
 from denselab.data.mnist import FashionMNISTDataModule
 from denselab.errors import ConfigError
-from denselab.training.module import MLPClassifier
+from denselab.reporting import callbacks
 from denselab.reporting.callbacks import instantiate_callbacks
 from denselab.train import train
+from denselab.training.module import MLPClassifier
 
 FIGURES = {
     "class_samples",

@@ -11,10 +11,10 @@ from helpers import console_script, run_cli
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from denselab.sweeps.slurm import check_slurm_launcher
-from denselab.tracking.holder import scheduler_tags
 from denselab.config import register_schemas
 from denselab.errors import ConfigError
+from denselab.sweeps.slurm import check_slurm_launcher
+from denselab.tracking.holder import scheduler_tags
 
 # What SLURM and submitit set in the second task of job array 41, run as job 43.
 ARRAY_TASK = {

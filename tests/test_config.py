@@ -207,8 +207,8 @@ def test_the_config_and_its_constants_load_without_torch():
 def test_constructors_take_their_defaults_from_the_schemas():
     import inspect
 
-    from denselab.reporting.callbacks import ConfusionMatrix, WeightImages
     from denselab.config import ConfusionMatrixSchema, ModelSchema, WeightImagesSchema
+    from denselab.reporting.callbacks import ConfusionMatrix, WeightImages
     from denselab.training.module import MLPClassifier
 
     def default(cls, name):

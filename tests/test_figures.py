@@ -12,10 +12,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.text import Text
 from PIL import Image
 
-from denselab.reporting import analysis
-
-from denselab.reporting import figures
 from denselab.data.flowers import CLASS_NAMES as FLOWER_NAMES
+from denselab.reporting import analysis, figures
 
 DIGITS = [str(d) for d in range(10)]
 FLOWERS = list(FLOWER_NAMES)  # 17 long names: the hard case for labels

@@ -11,9 +11,9 @@ import torch
 from conftest import only_run
 from helpers import PROMPT_S, start_cli, stop_and_time, wait_for_file
 
-from denselab.training.checkpoints import STATE_KEY, AtomicCheckpointIO
 from denselab.data.digits import DigitsDataModule
 from denselab.errors import LossDiverged
+from denselab.training.checkpoints import STATE_KEY, AtomicCheckpointIO
 from denselab.training.divergence import DivergenceGuard
 
 # Digits in batches of 8: epochs of ~150 steps, long enough that a signal sent after the

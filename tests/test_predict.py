@@ -21,13 +21,13 @@ from helpers import (
 )
 from PIL import Image
 
-from denselab.errors import InputError, ModelNotFoundError
-from denselab.serving.classifier import Classifier, load
 from denselab.data import images as image_decoding
 from denselab.data.base import stored_pixels
 from denselab.data.pixels import as_float
-from denselab.serving.inputs import read_inputs
+from denselab.errors import InputError, ModelNotFoundError
 from denselab.predict import main, write_csv_atomically
+from denselab.serving.classifier import Classifier, load
+from denselab.serving.inputs import read_inputs
 from denselab.serving.preprocessing import Preprocessing
 
 GRAY = Preprocessing(input_shape=(28, 28), class_names=tuple("0123456789"))

@@ -18,16 +18,15 @@ from hydra import compose, initialize_config_module
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 
-from denselab.errors import CheckpointError
-from denselab.serving.classifier import Classifier
-from denselab.training.checkpoint_files import load_checkpoint
 from denselab.config import register_schemas, validate_config
-from denselab.errors import ConfigError
+from denselab.errors import CheckpointError, ConfigError
 from denselab.reporting.evaluation import Evaluator
-from denselab.training.trainer import restore_weights
-from denselab.serving.preprocessing import raw_pixels
+from denselab.serving.classifier import Classifier
 from denselab.serving.mlflow_model import CHAMPION, register
+from denselab.serving.preprocessing import raw_pixels
 from denselab.train import train
+from denselab.training.checkpoint_files import load_checkpoint
+from denselab.training.trainer import restore_weights
 
 
 def compose_run(overrides):

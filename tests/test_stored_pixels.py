@@ -9,9 +9,9 @@ from helpers import write_image_table
 
 from denselab.data.base import Split, TensorBatches, stored_pixels
 from denselab.data.mnist import MNISTDataModule
-from denselab.training.module import MLPClassifier
 from denselab.data.pixels import as_float
 from denselab.train import train
+from denselab.training.module import MLPClassifier
 
 
 def test_as_float_scales_uint8_and_widens_floats():

@@ -8,9 +8,6 @@ import signal
 
 import pytest
 import yaml
-from mlflow import MlflowClient
-
-from denselab.training.threads import machine_cpus
 from helpers import (
     run_cli,
     start_cli,
@@ -18,6 +15,9 @@ from helpers import (
     sweep_runs,
     wait_for_file,
 )
+from mlflow import MlflowClient
+
+from denselab.training.threads import machine_cpus
 
 pytestmark = pytest.mark.slow
 

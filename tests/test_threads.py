@@ -8,6 +8,7 @@ from hydra.errors import ConfigCompositionException
 
 from denselab.config import validate_config
 from denselab.errors import ConfigError
+from denselab.train import train
 from denselab.training.threads import (
     MANY_THREADS_FROM_MACS,
     apply_threads,
@@ -16,7 +17,6 @@ from denselab.training.threads import (
     resolve_threads,
     step_macs,
 )
-from denselab.train import train
 
 COURSE = [784, 128, 10]
 

@@ -29,7 +29,6 @@ from denselab.config import register_schemas
 from denselab.errors import ConfigError, first_line
 from denselab.train import RunResult, train
 
-
 # What fit() returns: the run's result, the same type denselab-train's train() returns.
 FitResult = RunResult
 

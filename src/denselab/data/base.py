@@ -18,8 +18,8 @@ import pytorch_lightning as pl
 import torch
 
 from denselab.data.digest import array_digest, data_digest
-from denselab.errors import DataError
 from denselab.data.pixels import as_float
+from denselab.errors import DataError
 
 
 @dataclass

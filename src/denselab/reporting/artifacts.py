@@ -16,27 +16,36 @@ Artifact names (``<split>`` is train, val or test):
     figures/typical_examples.png          typical_examples, with figures/confident_mistakes.png
                                           and tables/confident_mistakes.json
     tables/class_metrics_<split>.json     class_metrics
-    tables/accuracy_by_split.json         written by train.py from the evaluator
+    tables/accuracy_by_split.json         written by reporting/results.py from the evaluator
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-from denselab.reporting import analysis
-
-from denselab.reporting import figures
 from denselab.data.pixels import as_float_array
-from denselab.tracking.logger import Artifacts
+from denselab.reporting import analysis, figures
 
 # The per-epoch metrics the training curves draw, train against validation.
 CURVE_METRICS = ("train/loss", "val/loss", "train/acc", "val/acc")
 
 if TYPE_CHECKING:  # evaluation imports Lightning
     from denselab.reporting.evaluation import Evaluation, LabelledImages  # noqa: F401
+
+
+@dataclass
+class Artifacts:
+    """Named figures (``figures/<name>.png``), tables (``tables/<name>.json``) and CSV tables
+    (``tables/<name>.csv``) for one run."""
+
+    figures: dict[str, Figure] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    csvs: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def confusion(evaluation: "Evaluation", top_k: int) -> Artifacts:

@@ -26,8 +26,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
-from denselab.reporting import analysis
-from denselab.reporting import artifacts as report
 from denselab.config import (
     ClassMetricsSchema,
     ClassSamplesSchema,
@@ -36,6 +34,8 @@ from denselab.config import (
     WeightImagesSchema,
     default_of,
 )
+from denselab.reporting import analysis
+from denselab.reporting import artifacts as report
 from denselab.reporting.artifacts import CURVE_METRICS
 from denselab.reporting.evaluation import Evaluation, Evaluator
 from denselab.tracking.logger import RunLogger

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import yaml
 import pandas as pd
 import torch
+import yaml
 
 from denselab.errors import CheckpointError, ModelNotFoundError, first_line
 from denselab.serving.inputs import read_inputs

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -27,15 +26,6 @@ from denselab.tracking.store import sqlite_path
 
 DPI = 100
 
-
-@dataclass
-class Artifacts:
-    """Named figures (``figures/<name>.png``), tables (``tables/<name>.json``) and CSV tables
-    (``tables/<name>.csv``) for one run."""
-
-    figures: dict[str, Figure] = field(default_factory=dict)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    csvs: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def float32_exact(value: Any) -> float:
@@ -173,8 +163,9 @@ class RunLogger(MLFlowLogger):
     def file(self, path: str | Path, folder: str) -> None:
         self.experiment.log_artifact(self.run_id, str(path), folder)
 
-    def artifacts(self, made: Artifacts) -> None:
-        """Everything one figure or table maker produced."""
+    def artifacts(self, made: Any) -> None:
+        """Everything one figure or table maker produced: its ``figures``, ``tables`` and
+        ``csvs`` by name (a :class:`denselab.reporting.artifacts.Artifacts`)."""
         for name, fig in made.figures.items():
             self.figure(fig, name)
         for name, frame in made.tables.items():

@@ -21,13 +21,13 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
+from denselab.data.digest import DATA_TAG
 from denselab.errors import ConfigError, TrackingError
 from denselab.overrides import override_keys
 from denselab.tracking.holder import process_alive
-from denselab.tracking.store import Store, sqlite_path
-from denselab.data.digest import DATA_TAG
-from denselab.training.checkpoint_files import LAST, RESUME_ARTIFACT_DIR, checkpoint_run_id
 from denselab.tracking.runs import experiment_name, newest_run, tracking_uri
+from denselab.tracking.store import Store, sqlite_path
+from denselab.training.checkpoint_files import LAST, RESUME_ARTIFACT_DIR, checkpoint_run_id
 
 log = logging.getLogger("denselab")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 from pathlib import Path
-import re
 from typing import Iterator, Optional
 from urllib.parse import urlsplit
 

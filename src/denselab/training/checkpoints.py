@@ -30,7 +30,6 @@ from pytorch_lightning.loggers import MLFlowLogger
 from denselab.training.checkpoint_files import RESUME_ARTIFACT_DIR, STATE_KEY
 
 
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save to a temporary file beside the target, then an atomic rename over it."""
 

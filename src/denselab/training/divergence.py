@@ -10,7 +10,6 @@ import torch
 
 from denselab.errors import LossDiverged
 
-
 # Steps between two reads of the loss on an accelerator: a sync every 64 steps costs
 # nothing measurable, and a diverged run trains at most 63 steps of noise.
 ACCELERATOR_EVERY = 64

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from denselab.config import ModelSchema, default_of
-from denselab.training.network import Architecture
 from denselab.data.pixels import as_float
+from denselab.training.network import Architecture
 
 
 def classification_loss(kind: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
