@@ -288,6 +288,32 @@ MUTANTS = [
         "",
         ["tests/test_api.py::test_fit_and_load_leave_the_callers_process_as_they_found_it"],
     ),
+    # -- the house: what a user has still works, and a typo answers at once ---------------
+    Mutant(
+        "a run logged before the subpackages names a class that no longer resolves",
+        "src/denselab/tracking/resume.py",
+        '    "denselab.model.": "denselab.training.module.",\n',
+        "",
+        [
+            "tests/test_old_layout.py::"
+            "test_the_stopped_runs_logged_targets_resolve_to_classes_of_today"
+        ],
+    ),
+    Mutant(
+        "a model logged before the subpackages is refused",
+        "src/denselab/serving/classifier.py",
+        'LOADER_MODULES = ("denselab.serving.mlflow_model", "denselab.serving")',
+        'LOADER_MODULES = ("denselab.serving.mlflow_model",)',
+        ["tests/test_old_layout.py::test_the_finished_runs_model_loads_and_predicts_as_it_did"],
+    ),
+    Mutant(
+        "a config error waits for Lightning and MLflow to import",
+        "src/denselab/train.py",
+        "    with _failures_recorded(cfg, overrides):\n",
+        "    from denselab.plan import plan_run  # noqa: F401\n\n"
+        "    with _failures_recorded(cfg, overrides):\n",
+        ["tests/test_config.py::test_a_config_error_answers_before_anything_heavy_is_imported"],
+    ),
 ]
 
 

@@ -218,3 +218,39 @@ def test_constructors_take_their_defaults_from_the_schemas():
     assert default(WeightImages, "hidden_units") == WeightImagesSchema.hidden_units
     assert default(MLPClassifier, "activation") == ModelSchema.activation
     assert default(MLPClassifier, "hidden_sizes") == [128]
+
+
+CONFIG_ERROR_LOADS_NOTHING_HEAVY = """
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_module
+
+from denselab.config import register_schemas
+from denselab.errors import ConfigError
+from denselab.train import train
+
+register_schemas()
+with initialize_config_module(config_module="denselab.conf", version_base="1.3"):
+    cfg = compose("config", overrides=["optimizer.lr=-1"])
+try:
+    train(cfg, Path(sys.argv[1]))
+except ConfigError as err:
+    print(err)
+heavy = sorted(m for m in ("torch", "pytorch_lightning", "mlflow") if m in sys.modules)
+assert not heavy, f"a config error loaded {heavy}"
+"""
+
+
+def test_a_config_error_answers_before_anything_heavy_is_imported(tmp_path):
+    # train() checks the config before it imports torch, Lightning or MLflow (seconds): what
+    # keeps a typo's sentence instant, measured by what is loaded, not by a clock.
+    result = subprocess.run(
+        [sys.executable, "-c", CONFIG_ERROR_LOADS_NOTHING_HEAVY, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "optimizer.lr must be a positive number" in result.stdout
+    assert not any(tmp_path.iterdir()), "a config error wrote files"

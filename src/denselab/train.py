@@ -7,11 +7,13 @@ denselab-train --cfg job                                    # print the composed
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,6 +22,7 @@ from omegaconf import DictConfig
 
 from denselab.config import register_schemas, validate_config
 from denselab.errors import DenselabError
+from denselab.sweeps import SWEEP_ENV
 from denselab.tracking.signals import stop_on_signals
 
 log = logging.getLogger("denselab")
@@ -55,24 +58,22 @@ class RunResult:
 def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> RunResult:
     """Fit, test on the best checkpoint, and log everything to one MLflow run. Raises
     DenselabError for bad input; a run once created ends FINISHED, FAILED or KILLED."""
+    with _failures_recorded(cfg, overrides):
+        validate_config(cfg)  # before the imports that take seconds: it answers at once
+        plan = _plan_run(cfg, overrides, output_dir)
+    if plan.finished is not None:
+        return _reused(plan)
     # Here, not at the top: Lightning and MLflow take seconds to import, and `--cfg job`,
-    # `--help` and config errors answer at once (tests/test_cli.py holds them to 0.5 s).
-    from denselab.plan import plan_run
+    # `--help` and config errors answer at once.
     from denselab.reporting.callbacks import figure_callbacks
     from denselab.reporting.evaluation import Evaluator
     from denselab.reporting.results import report_run
     from denselab.serving.mlflow_model import log_run_model
-    from denselab.sweeps.job import failures_recorded
     from denselab.tracking.params import log_run_settings
     from denselab.training import trainer as build
     from denselab.training.module import count_parameters
     from denselab.training.threads import apply_threads
 
-    with failures_recorded(cfg, overrides):
-        validate_config(cfg)
-        plan = plan_run(cfg, overrides, output_dir)
-    if plan.finished is not None:
-        return _reused(plan)
     cfg, data = plan.cfg, plan.data
     with plan.open() as run:
         model = build.build_model(cfg, data)
@@ -94,6 +95,27 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["val/acc_best"] = float(model.val_acc_best)  # of the best checkpoint, restored
     return RunResult(run.run_id, metrics, run.tracking_uri, model, data, output_dir, plan.overrides)
+
+
+@contextlib.contextmanager
+def _failures_recorded(cfg: DictConfig, overrides: Sequence[str]) -> Iterator[None]:
+    """In a sweep, a job that fails before its run exists (a swept value out of range, data
+    that does not load) is recorded as a FAILED child of the sweep, which lists it."""
+    try:
+        yield
+    except DenselabError as err:
+        if os.environ.get(SWEEP_ENV):
+            from denselab.sweeps.job import record_failed_job  # MLflow: a failed job only
+
+            record_failed_job(cfg, overrides, err)
+        raise
+
+
+def _plan_run(cfg: DictConfig, overrides: Sequence[str], output_dir: Path):
+    """Which run this is: :func:`denselab.plan.plan_run`, imported once the config is good."""
+    from denselab.plan import plan_run
+
+    return plan_run(cfg, overrides, output_dir)
 
 
 def _reused(plan) -> RunResult:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from denselab.config import validate_config
 from denselab.errors import ConfigError, DenselabError
+from denselab.sweeps import SWEEP_ENV
 from denselab.training.devices import device_count
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ class SweepRun(Callback):
         # Here, not at the top: Hydra imports this module for every command, and MLflow
         # takes seconds to import; a config error must answer at once.
         from denselab.sweeps import parent as sweeps
-        from denselab.sweeps.job import SWEEP_ENV
         from denselab.tracking.signals import on_stop
         from denselab.training.threads import JOBS_ENV
 

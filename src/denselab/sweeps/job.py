@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
-from denselab.errors import DenselabError, first_line
+from denselab.errors import first_line
 from denselab.overrides import override_values
+from denselab.sweeps import SWEEP_ENV
 from denselab.sweeps.summary import short_value
 from denselab.tracking.holder import process_alive
 from denselab.tracking.params import CONFIG_TAG, config_hash
@@ -32,7 +32,6 @@ from denselab.tracking.store import Store
 
 log = logging.getLogger("denselab")
 
-SWEEP_ENV = "DENSELAB_SWEEP_RUN_ID"  # the parent run's id, for the jobs
 PARENT_TAG = "mlflow.parentRunId"
 KEY_TAG = "sweep_key"
 SWEPT_TAG = "swept"
@@ -137,18 +136,13 @@ def swept_values(swept: Sequence[str], overrides: Sequence[str]) -> dict[str, st
     return {key: given[key] for key in swept if key in given}
 
 
-@contextmanager
-def failures_recorded(cfg: DictConfig, overrides: Sequence[str]) -> Iterator[None]:
-    """In a sweep, a DenselabError raised inside (before the job's run exists) is recorded
-    as a FAILED child of the sweep; then it goes on up. Nothing happens outside a sweep."""
+
+def record_failed_job(cfg: DictConfig, overrides: Sequence[str], error: BaseException) -> None:
+    """Record a job that failed before its run existed as a FAILED child of its sweep; a
+    courtesy: the job's own error is what is reported, whatever happens here."""
     try:
-        yield
-    except DenselabError as err:
-        if os.environ.get(SWEEP_ENV):
-            try:
-                job = sweep_job(cfg, overrides)
-                if job is not None:
-                    job.record_failure(cfg, overrides, err)
-            except Exception as failed:  # the job's own error is what matters
-                log.debug("The failed job was not recorded in the sweep: %s", failed)
-        raise
+        job = sweep_job(cfg, overrides)
+        if job is not None:
+            job.record_failure(cfg, overrides, error)
+    except Exception as failed:
+        log.debug("The failed job was not recorded in the sweep: %s", failed)
