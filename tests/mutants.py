@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -353,9 +354,12 @@ def check_copy_is_imported(scratch: Path) -> None:
 
 
 def killer(output: str) -> str:
+    # pytest's summary lines ("FAILED tests/x.py::name - ..."), not captured log records
+    # that start with a level name ("ERROR    hydra.utils:...").
     for line in output.splitlines():
-        if line.startswith(("FAILED ", "ERROR ")):
-            return line.split(" ")[1]
+        found = re.match(r"(?:FAILED|ERROR) (tests/\S+)", line)
+        if found:
+            return found.group(1)
     return "(no test named; see its output)"
 
 
