@@ -166,7 +166,11 @@ def test_piped_output_is_one_line_per_epoch_and_ends_with_the_run_address(tmp_pa
     assert "Tip:" not in output and "TPU available" not in output
     client, run = only_run(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "digits")
     exp_id, run_id = run.info.experiment_id, run.info.run_id
-    assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs/{run_id}" in output
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    assert (
+        f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs/{run_id}"
+        f"?workflowType=machine_learning (serve it with `mlflow ui --backend-store-uri {store}`)"
+    ) in output
     assert "Accuracy by split (best checkpoint)" in output
     # What the UI shows: the result on the Overview, test scores beside the last epoch.
     note = run.data.tags["mlflow.note.content"]

@@ -132,14 +132,25 @@ def test_metrics_read_as_the_float32_they_are():
 
 
 def test_console_lines_and_addresses():
-    from denselab.tracking.runs import run_address
+    from denselab.tracking.runs import experiment_address, model_address, run_address
     from denselab.training.console import epoch_line
 
     metrics = {"train/loss": 0.31, "train/acc": 0.9, "val/loss": 0.29, "val/acc": 0.913}
     assert epoch_line(1, 10, metrics, 4.06) == (
         "epoch 2/10: loss 0.3100 acc 0.9000 | val loss 0.2900 acc 0.9130 | 4.1 s"
     )
-    assert run_address("http://h:5000/", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc"
-    assert run_address("sqlite:///x.db", "3", "abc").startswith(
-        "http://127.0.0.1:5000/#/experiments/3/runs/abc"
+    classic = "?workflowType=machine_learning"  # not MLflow 3's GenAI dashboard
+    assert run_address("http://h:5000/", "3", "abc") == (
+        f"http://h:5000/#/experiments/3/runs/abc{classic}"
     )
+    # A local store's address comes with the command that serves that very store.
+    assert run_address("sqlite:////data/mlruns/mlflow.db", "3", "abc") == (
+        f"http://127.0.0.1:5000/#/experiments/3/runs/abc{classic} "
+        "(serve it with `mlflow ui --backend-store-uri sqlite:////data/mlruns/mlflow.db`)"
+    )
+    assert experiment_address("http://h:5000", "3") == f"http://h:5000/#/experiments/3{classic}"
+    assert model_address("http://h:5000", "digits", "2") == (
+        f"http://h:5000/#/models/digits/versions/2{classic}"
+    )
+    database = run_address("postgresql+psycopg://me:secret@db/mlflow", "3", "abc")
+    assert "secret" not in database and "--backend-store-uri postgresql+psycopg://me:" in database

@@ -30,6 +30,7 @@ import pandas as pd
 
 from denselab.serving.classifier import Classifier
 from denselab.serving.preprocessing import Preprocessing, preprocessing_of, raw_pixels
+from denselab.tracking.runs import model_address
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,11 @@ def log_run_model(run, evaluator, register_as: Optional[str] = None) -> str:
         score = float(evaluator.model.val_acc_best)
         version = register(run.experiment, register_as, model_id, run.run_id, score)
         log.info(
-            "Registered it as models:/%s/%s%s",
+            "Registered it as models:/%s/%s%s: %s",
             register_as,
             version.version,
             f" (alias {CHAMPION})" if CHAMPION in version.aliases else "",
+            model_address(run.tracking_uri, register_as, version.version),
         )
     return model_id
 

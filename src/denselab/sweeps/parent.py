@@ -37,6 +37,7 @@ from denselab.tracking.runs import (
     create_run,
     experiment_name,
     newest_run,
+    run_address,
     take_over,
     tracking_uri,
 )
@@ -183,6 +184,8 @@ def close_sweep(sweep: Sweep, stopped: bool = False) -> str:
     if best is not None:
         message += f"; best by val/acc_best: {best['run_name']} ({best['val/acc_best']:.4f})"
     log.info(message)
+    address = run_address(client.tracking_uri, sweep.experiment_id, parent_id)
+    log.info("The sweep in the MLflow UI: %s", address)
     return status
 
 

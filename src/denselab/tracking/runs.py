@@ -23,7 +23,7 @@ from denselab.errors import RunStopped, TrackingError, first_line
 from denselab.tracking.holder import holder_tags
 from denselab.tracking.params import CONFIG_TAG, config_hash
 from denselab.tracking.signals import signals_held
-from denselab.tracking.store import Store, get_or_create_experiment, health_problem
+from denselab.tracking.store import Store, get_or_create_experiment, health_problem, shown_uri
 
 
 def tracking_uri(cfg: DictConfig, start_dir: Optional[Path] = None) -> str:
@@ -146,13 +146,41 @@ def resume_command(run_id: str, uri: str) -> str:
     return f"denselab-train resume={run_id} tracking.uri={uri}"
 
 
-def run_address(tracking_uri: str, experiment_id: str, run_id: str, ui_port: int = 5000) -> str:
-    """Where a person opens the run: the MLflow UI of ``make ui`` for the local store, the
-    server itself for an http(s) store."""
-    path = f"#/experiments/{experiment_id}/runs/{run_id}"
+# MLflow 3.17's UI opens an experiment on its GenAI dashboard unless the address asks for
+# the classic runs table and run pages; a fresh browser profile has no choice stored yet.
+CLASSIC_VIEW = "workflowType=machine_learning"
+UI_PORT = 5000  # where `mlflow ui` serves by default
+
+
+def ui_address(tracking_uri: str, page: str) -> str:
+    """Where a person opens ``page`` (``experiments/1/runs/<id>``) of the store at
+    ``tracking_uri`` in MLflow's UI, in the classic view: on the server itself for an
+    http(s) store, else on `mlflow ui`, with the command that serves this very store."""
+    view = f"#/{page}?{CLASSIC_VIEW}"
     if tracking_uri.startswith(("http://", "https://")):
-        return f"{tracking_uri.rstrip('/')}/{path}"
-    return f"http://127.0.0.1:{ui_port}/{path} (start the UI with `make ui`)"
+        return f"{tracking_uri.rstrip('/')}/{view}"
+    return f"http://127.0.0.1:{UI_PORT}/{view} (serve it with `{ui_command(tracking_uri)}`)"
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The command that serves MLflow's UI over the store at ``tracking_uri``, from any
+    folder (a database's password masked)."""
+    return f"mlflow ui --backend-store-uri {shown_uri(tracking_uri)}"
+
+
+def run_address(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a person opens the run (a sweep's parent run too)."""
+    return ui_address(tracking_uri, f"experiments/{experiment_id}/runs/{run_id}")
+
+
+def experiment_address(tracking_uri: str, experiment_id: str) -> str:
+    """Where a person opens the experiment's runs table."""
+    return ui_address(tracking_uri, f"experiments/{experiment_id}")
+
+
+def model_address(tracking_uri: str, name: str, version: str) -> str:
+    """Where a person opens a registered model's version."""
+    return ui_address(tracking_uri, f"models/{name}/versions/{version}")
 
 
 @contextlib.contextmanager

@@ -202,8 +202,8 @@ def _check_server(uri: str) -> None:
     problem = health_problem(uri)
     if problem:
         raise TrackingError(
-            f"No MLflow server answers at {uri} ({problem}); start one with "
-            "`make ui` or `mlflow server`, or leave tracking.uri unset to use ./mlruns."
+            f"No MLflow server answers at {uri} ({problem}); start one there with "
+            "`mlflow server`, or leave tracking.uri unset to use ./mlruns."
         )
 
 
