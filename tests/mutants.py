@@ -315,6 +315,13 @@ MUTANTS = [
         "    with _failures_recorded(cfg, overrides):\n",
         ["tests/test_config.py::test_a_config_error_answers_before_anything_heavy_is_imported"],
     ),
+    Mutant(
+        "a key added with + that no schema has reaches the run",
+        "src/denselab/config.py",
+        "    _check_keys(cfg)\n",
+        "",
+        ["tests/test_config.py::test_a_key_no_schema_has_is_refused_with_the_one_meant"],
+    ),
 ]
 
 

@@ -68,6 +68,24 @@ def test_missing_data_without_network_is_a_sentence_with_a_fix(tmp_path):
     no_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
 
 
+@pytest.mark.slow
+def test_a_typo_added_with_plus_makes_no_run_and_a_trainer_argument_trains(tmp_path):
+    for typo, meant in (
+        ("+model.hidden_size=[64]", "model.hidden_sizes"),
+        ("+trainer.max_epoch=2", "trainer.max_epochs"),
+    ):
+        result = run_cli(["data=digits", typo, *QUIET], tmp_path)
+        output = result.stdout + result.stderr
+        assert result.returncode == 1 and f"(did you mean {meant}?)" in output, output[-2000:]
+        assert "Traceback" not in output
+    no_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    trains = ["data=digits", "+trainer.gradient_clip_val=1", "trainer.max_epochs=1", *NO_FIGURES]
+    result = run_cli([*trains, *QUIET], tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    _, run = only_run(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "digits")
+    assert run.info.status == "FINISHED"
+
+
 def test_truncated_file_is_a_sentence_with_a_fix(tmp_path):
     data = write_mnist(tmp_path / "data" / "mnist")
     labels = data / MNIST_FILES[3]

@@ -254,3 +254,42 @@ def test_a_config_error_answers_before_anything_heavy_is_imported(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "optimizer.lr must be a positive number" in result.stdout
     assert not any(tmp_path.iterdir()), "a config error wrote files"
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        # Hydra's own hint for a typo is to add it with +: that must not make a run either.
+        (
+            "+model.hidden_size=[64]",
+            "model.hidden_size is not a setting of model (did you mean model.hidden_sizes?)",
+        ),
+        (
+            "+trainer.max_epoch=2",
+            "trainer.max_epoch is not an argument of Lightning's Trainer "
+            "(did you mean trainer.max_epochs?)",
+        ),
+        ("+sed=3", "sed is not a setting (did you mean seed?)"),
+        ("+optimizer.momentun=0.5", "(did you mean optimizer.momentum?)"),
+        ("+callbacks.confusion_matrix.topk=2", "(did you mean callbacks.confusion_matrix.top_k?)"),
+        ("+data.zzz=1", "data.zzz is not a setting of data; correct or drop the override"),
+    ],
+)
+def test_a_key_no_schema_has_is_refused_with_the_one_meant(compose_cfg, override, words):
+    cfg = compose_cfg(["data=digits", override])
+    with pytest.raises(ConfigError) as refused:
+        validate_config(cfg)
+    assert words in str(refused.value)
+
+
+def test_trainer_arguments_and_own_callbacks_pass(compose_cfg):
+    validate_config(
+        compose_cfg(
+            [
+                "+trainer.gradient_clip_val=1",
+                "+trainer.accumulate_grad_batches=2",
+                "+callbacks.mine._target_=pytorch_lightning.callbacks.EarlyStopping",
+                "+callbacks.mine.monitor=val/acc",
+            ]
+        )
+    )

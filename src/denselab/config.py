@@ -14,8 +14,13 @@ answer before those load.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
+import functools
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -401,6 +406,7 @@ def register_schemas() -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise ConfigError, naming the key and a valid value, for a config that cannot run."""
+    _check_keys(cfg)
     _check_rules(cfg, "")
 
     opt = cfg.optimizer
@@ -420,6 +426,62 @@ def validate_config(cfg: DictConfig) -> None:
         value = cfg.trainer.get(key)
         if not rule.holds(value):
             raise ConfigError(rule.sentence(f"trainer.{key}", value))
+
+
+def _check_keys(cfg: DictConfig) -> None:
+    """Refuse a key no schema has (``+model.hidden_size=[64]``, Hydra's own hint for a typo)
+    before any run exists, with the closest key it may have meant. A group's keys are its
+    schema's fields; the trainer's, the arguments of Lightning's Trainer; a callback of the
+    user's own (``+callbacks.x._target_=...``) has no schema and passes."""
+    groups = [("", cfg)] + [(f"{name}.", cfg[name]) for name in GROUPS if name in cfg]
+    callbacks = cfg.get("callbacks") or {}
+    groups += [(f"callbacks.{name}.", callbacks[name]) for name in callbacks if callbacks[name]]
+    for prefix, node in groups:
+        if not isinstance(node, DictConfig):
+            continue
+        schema = OmegaConf.get_type(node)
+        if dataclasses.is_dataclass(schema):
+            known = {f.name for f in dataclasses.fields(schema)}
+            if not prefix:
+                known.add("hydra")  # Hydra's own node, beside the settings where a sweep starts
+        elif prefix == "trainer.":
+            known = trainer_arguments() | {"_target_"}
+        else:
+            continue
+        for key in node:
+            if key not in known:
+                raise ConfigError(_unknown_key(prefix, str(key), known))
+
+
+# The groups of the top level, each typed by its own schema.
+GROUPS = ("data", "model", "optimizer", "trainer", "tracking", "logger", "checkpoint")
+
+
+def _unknown_key(prefix: str, key: str, known: set[str]) -> str:
+    if prefix == "trainer.":
+        what = "an argument of Lightning's Trainer"
+    else:
+        what = f"a setting of {prefix.rstrip('.')}" if prefix else "a setting"
+    near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f" (did you mean {prefix}{near[0]}?)" if near else ""
+    return (
+        f"{prefix}{key} is not {what}{hint}; correct or drop the override "
+        "(`denselab-train --cfg job` lists every setting)."
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def trainer_arguments() -> frozenset[str]:
+    """The keyword arguments of ``pytorch_lightning.Trainer``, read from its source: importing
+    Lightning takes seconds, and a config error answers at once."""
+    spec = importlib.util.find_spec("pytorch_lightning")  # the package's own, not imported
+    source = Path(spec.origin).parent / "trainer" / "trainer.py"
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.ClassDef) and node.name == "Trainer":
+            init = next(f for f in node.body if getattr(f, "name", "") == "__init__")
+            args = init.args
+            return frozenset(a.arg for a in [*args.args, *args.kwonlyargs] if a.arg != "self")
+    raise RuntimeError(f"no Trainer class in {source}")  # a Lightning that moved it
 
 
 def _is_count(value: Any) -> bool:
