@@ -117,7 +117,9 @@ def test_run_description_tells_the_result():
         columns=["split", "images", "accuracy", "loss"],
     )
     history = pd.DataFrame({"val/acc": [0.5, 0.7, 0.6]}, index=[0, 1, 2])
-    text = report.run_description(accuracy, VAL, history, ["figures/a.png"])
+    text = report.run_description(accuracy, VAL, history, ["figures/a.png"], 1234)
+    # The result first, in one line: the UI shows a description's first lines only.
+    assert text.splitlines()[0] == "**Validation 0.6000** · best epoch 2 of 3 · 1,234 parameters"
     assert "| val | 5 | 0.6000 | 0.5000 |" in text
     assert "**Most confused** (val): one taken for zero (1), two taken for one (1)" in text
     assert "step 1 (epoch 2 of 3), val/acc 0.7000" in text

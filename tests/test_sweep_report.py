@@ -58,9 +58,10 @@ def test_the_best_job_is_the_best_by_validation_even_where_test_ranks_otherwise(
     table = sweep_report.jobs_table(made, ["optimizer.lr"])
     assert sweep_report.best_job(table)["run_id"] == "r0"
     assert list(table["run_id"]) == ["r0", "r1", "r2"]
-    assert "**Best by val/acc_best**: job 0 (0.9000)" in sweep_report.description(
+    text = sweep_report.description(
         table, ["optimizer.lr"], "denselab-train -m optimizer.lr=0.1,0.3,1.0"
     )
+    assert text.splitlines()[0] == "**Best: job 0**, val/acc_best 0.9000, test/acc 0.7000"
 
 
 def test_a_sweep_finishes_only_when_every_job_did():
@@ -97,7 +98,8 @@ def test_description_names_the_command_counts_and_best():
     text = sweep_report.description(table, ["optimizer.lr"], command)
     assert "`denselab-train -m optimizer.lr=0.1,0.2`" in text
     assert "1 FAILED, 1 FINISHED" in text
-    assert "**Best by val/acc_best**: job 0 (0.8000)" in text
+    # The best job first, in one line: the UI shows a description's first lines only.
+    assert text.splitlines()[0] == "**Best: job 0**, val/acc_best 0.8000, test/acc 0.7900"
     assert "| job 0 | 0.1 | FINISHED | 0.8000 | 0.7900 |" in text
 
 

@@ -11,6 +11,7 @@ from denselab.reporting.artifacts import CURVE_METRICS
 from denselab.reporting.evaluation import Evaluator
 from denselab.tracking.logger import RunLogger
 from denselab.tracking.runs import run_address
+from denselab.training.module import count_parameters
 
 log = logging.getLogger("denselab")
 
@@ -28,7 +29,8 @@ def report_run(run: RunLogger, evaluator: Evaluator, checkpoint_path: str = "") 
         run.file(checkpoint_path, "checkpoints")
     scored = evaluator.evaluation(evaluator.splits[-1])  # test, where the data has one
     history = run.history(CURVE_METRICS)
-    run.describe(report.run_description(table, scored, history, run.figure_paths))
+    parameters = count_parameters(evaluator.model)
+    run.describe(report.run_description(table, scored, history, run.figure_paths, parameters))
     log.info("Accuracy by split (best checkpoint):\n%s", table.to_string(index=False))
     address = run_address(run.tracking_uri, run.experiment_id, run.run_id)
     log.info("The run in the MLflow UI: %s", address)

@@ -52,7 +52,7 @@ class SweepJob:
 
     def run_name(self, base: str) -> str:
         said = " ".join(f"{k.split('.')[-1]}={short_value(v)}" for k, v in self.values.items())
-        return f"{base} {said}".strip()
+        return f"{said} {base}".strip()  # what differs first: the runs table cuts names short
 
     def tags(self) -> dict[str, str]:
         return {PARENT_TAG: self.parent_id, VALUES_TAG: json.dumps(self.values)}

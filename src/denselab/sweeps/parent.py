@@ -160,9 +160,8 @@ def close_sweep(sweep: Sweep, stopped: bool = False) -> str:
     client.log_text(parent_id, table.to_csv(index=False), "tables/sweep_jobs.csv")
     for name, fig in summary.figures(table, sweep.swept).items():
         client.log_figure(parent_id, fig, f"figures/{name}.png", save_kwargs={"dpi": 100})
+    # Counts are tags, not metrics: metrics would make the UI's charts of every run.
     counts = summary.status_counts(table)
-    for status in ("FINISHED", "FAILED", "KILLED", "RUNNING"):
-        client.log_metric(parent_id, f"jobs/{status.lower()}", counts.get(status, 0))
     best = summary.best_job(table)
     if best is not None:
         client.set_tag(parent_id, "best_run_id", best["run_id"])

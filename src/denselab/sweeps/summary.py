@@ -152,10 +152,12 @@ def description(table: pd.DataFrame, swept: Sequence[str], command: str) -> str:
     reused = int(table["reused"].fillna(False).astype(bool).sum()) if "reused" in table else 0
     if reused:  # FINISHED runs of other sweeps with the same config and data, not run again
         counts += f" ({reused} reused from earlier sweeps)"
-    lines = [f"**Sweep** `{command}`", "", f"**{len(table)} jobs**: {counts or 'none ran'}"]
     best = best_job(table)
-    if best is not None:
-        lines += ["", f"**Best by {OBJECTIVE}**: {best['run_name']} ({best[OBJECTIVE]:.4f})"]
+    lines = []
+    if best is not None:  # first: the UI shows a description's first lines only
+        test = f", test/acc {best['test/acc']:.4f}" if best["test/acc"] == best["test/acc"] else ""
+        lines += [f"**Best: {best['run_name']}**, {OBJECTIVE} {best[OBJECTIVE]:.4f}{test}", ""]
+    lines += [f"**Sweep** `{command}`", "", f"**{len(table)} jobs**: {counts or 'none ran'}"]
     header = ["run_name", *swept, "status", OBJECTIVE, "test/acc"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for _, row in table.iterrows():
