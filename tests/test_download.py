@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging.handlers
 from pathlib import Path
 
+import pooch
 import pytest
 from helpers import MNIST_FILES, md5, serve, write_mnist
 
@@ -32,6 +34,21 @@ def test_falls_back_to_the_next_mirror(served, tmp_path):
     with serve(tmp_path) as empty_url, serve(served) as url:  # the first answers 404
         path = download(NAME, md5(served / NAME), [empty_url, url], tmp_path / "data")
     assert path.is_file()
+
+
+def test_each_attempt_is_said_once(served, tmp_path, caplog):
+    # pooch logs its own "Downloading data from ..." beside denselab's line, to a handler of
+    # its own (its logger does not propagate): listen there too.
+    pooch_said = logging.handlers.BufferingHandler(100)
+    pooch.get_logger().addHandler(pooch_said)
+    try:
+        with caplog.at_level("INFO"), serve(tmp_path) as empty_url, serve(served) as url:
+            download(NAME, md5(served / NAME), [empty_url, url], tmp_path / "data")
+    finally:
+        pooch.get_logger().removeHandler(pooch_said)
+    said = [r.getMessage() for r in caplog.records if "Downloading" in r.getMessage()]
+    assert said == [f"Downloading {u.rstrip('/')}/{NAME}" for u in (empty_url, url)]
+    assert [r.getMessage() for r in pooch_said.buffer if r.levelno < logging.WARNING] == []
 
 
 def test_checksum_mismatch_is_refused_and_leaves_nothing(served, tmp_path):

@@ -7,10 +7,11 @@ leaves a file that a later run could mistake for the real one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 import pooch
 
@@ -27,16 +28,28 @@ def download(filename: str, md5: str, mirrors: Sequence[str], folder: Path) -> P
         url = mirror.rstrip("/") + "/" + filename
         log.info("Downloading %s", url)
         try:
-            return Path(
-                pooch.retrieve(
-                    url, known_hash=f"md5:{md5}", fname=filename, path=folder, progressbar=True
+            with _pooch_quiet():  # its own "Downloading data from ..." says the same again
+                return Path(
+                    pooch.retrieve(
+                        url, known_hash=f"md5:{md5}", fname=filename, path=folder, progressbar=True
+                    )
                 )
-            )
         except ValueError as err:  # pooch's checksum mismatch
             failures.append(f"{url}: checksum mismatch ({first_line(err)})")
         except Exception as err:  # network errors of every kind: try the next mirror
             failures.append(f"{url}: {_reason(err)}")
     raise DataError("; ".join(failures) if failures else "no mirrors configured")
+
+
+@contextlib.contextmanager
+def _pooch_quiet() -> Iterator[None]:
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def fetch(
