@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import fashion_mnist_or_skip, no_runs, only_run
@@ -84,6 +85,35 @@ def test_a_typo_added_with_plus_makes_no_run_and_a_trainer_argument_trains(tmp_p
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     _, run = only_run(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "digits")
     assert run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_make_demo_trains_offline_with_every_figure_and_the_model(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    args = f"tracking.uri={store} hydra.run.dir={tmp_path / 'out'} {' '.join(QUIET)}"
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-C", str(root), "demo", f"ARGS={args}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert f"serve it with `mlflow ui --backend-store-uri {store}`" in output
+    client, run = only_run(store, "demo")
+    assert run.info.status == "FINISHED"
+    figures = {Path(a.path).stem for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert {
+        "class_samples",
+        "confusion_matrix_test",
+        "first_layer_weights",
+        "typical_examples",
+        "training_curves",
+    } <= figures, figures
+    from denselab.serving.classifier import load
+
+    assert len(load(f"runs:/{run.info.run_id}/model", store).classes) == 10  # the model
 
 
 def test_truncated_file_is_a_sentence_with_a_fix(tmp_path):
