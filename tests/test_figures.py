@@ -149,11 +149,9 @@ def test_weight_colours_are_green_positive_purple_negative_white_at_zero():
     assert negative[0] > negative[1] and negative[2] > negative[1]  # purple
     assert zero == pytest.approx(np.array(to_rgb("white")), abs=0.04)
     assert image.shape == (1 + 4 + 1, 1 + 4 + 1 + 4 + 1, 3)  # two tiles in a row, 1-pixel gaps
-    assert figures.weights_mosaic(np.zeros((10, 28, 28))).shape == (
-        3 * 59,
-        3 * 146,
-        3,
-    )  # 5 x 2, zoom 3
+    # Near-square, as MLflow's UI shows the series in a square card: 3 x 4, zoom 3.
+    assert figures.weights_mosaic(np.zeros((10, 28, 28))).shape == (3 * 88, 3 * 117, 3)
+    assert figures.weights_mosaic(np.zeros((16, 8, 8))).shape == (10 * 37, 10 * 37, 3)
 
 
 def test_rgb_weight_tiles_say_how_they_were_scaled():

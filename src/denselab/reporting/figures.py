@@ -79,6 +79,13 @@ def grid_shape(n: int) -> tuple[int, int]:
     return rows, max(1, math.ceil(n / rows))
 
 
+def square_grid(n: int) -> tuple[int, int]:
+    """(rows, columns) for ``n`` tiles, as near a square as can be: MLflow's UI shows an
+    image series in a square card, where a wide strip shrinks to a thin line."""
+    cols = max(1, math.ceil(math.sqrt(n)))
+    return max(1, math.ceil(n / cols)), cols
+
+
 def mosaic(images: np.ndarray, rows: int, cols: int, pad: int = 1, fill: float = 1.0) -> np.ndarray:
     """``images`` (N, H, W[, C]) laid out row by row on a ``rows`` x ``cols`` grid."""
     n, height, width = images.shape[:3]
@@ -167,7 +174,7 @@ def weights_mosaic(tiles: np.ndarray, zoom: int | None = None) -> np.ndarray:
         tiles = grey(tiles)
         limit = float(np.abs(tiles).max()) or 1.0
         coloured = colormaps[WEIGHT_CMAP]((tiles / limit + 1.0) / 2.0)[..., :3]
-    rows, cols = grid_shape(len(tiles))
+    rows, cols = square_grid(len(tiles))
     image = mosaic(coloured, rows, cols, pad=1, fill=1.0)
     image = image.repeat(zoom, axis=0).repeat(zoom, axis=1)
     return np.round(image * 255).astype(np.uint8)
