@@ -49,6 +49,30 @@ def test_fit_logs_the_same_run_and_returns_what_it_made(
     assert clf.classes == [str(d) for d in range(10)]
 
 
+FIT_IN_A_SCRIPT = """
+import sys
+from denselab import fit
+fit("data=digits", "trainer.max_epochs=1", "callbacks=none", "tracking.log_model=false",
+    f"tracking.uri={sys.argv[1]}", "trainer.enable_progress_bar=false")
+"""
+
+
+@pytest.mark.slow  # a whole run in a fresh process
+def test_fit_in_a_script_says_what_the_command_says(tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", FIT_IN_A_SCRIPT, store],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = done.stdout + done.stderr
+    assert "[denselab] Accuracy by split (best checkpoint)" in said
+    assert "[denselab] The run in the MLflow UI: http://127.0.0.1:5000/#/experiments/" in said
+
+
 def process_state() -> dict:
     """What a caller's process holds that a fit must not change."""
     import logging

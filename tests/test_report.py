@@ -126,6 +126,18 @@ def test_run_description_tells_the_result():
     assert "`figures/a.png`" in text
 
 
+def test_tables_read_as_the_float32_they_are():
+    from denselab.tracking.logger import float32_shortest
+
+    frame = pd.DataFrame(
+        {"split": ["val"], "accuracy": [float(np.float32(0.68))], "ratio": [1 / 3], "n": [5]}
+    )
+    shortest = float32_shortest(frame)
+    assert shortest["accuracy"].tolist() == [0.68]  # not 0.6800000071525574
+    assert shortest["ratio"].tolist() == [1 / 3]  # a float64 value stays as it is
+    assert shortest["n"].tolist() == [5] and frame["accuracy"][0] != 0.68  # a copy
+
+
 def test_metrics_read_as_the_float32_they_are():
     from denselab.tracking.logger import float32_exact as exact
 

@@ -59,6 +59,7 @@ def fit(*overrides: str, output_dir: Optional[str | Path] = None) -> RunResult:
     cfg = compose_config(tuple(flat))
     out = Path(output_dir) if output_dir else _new_output_dir()
     with process_as_found():
+        _say_what_the_command_says()
         return train(cfg, out, flat)
 
 
@@ -105,6 +106,19 @@ def process_as_found() -> Iterator[None]:
             logger.handlers[:] = handlers
             logger.propagate, logger.disabled = propagate, disabled
         torch.set_num_threads(threads)
+
+
+def _say_what_the_command_says() -> None:
+    """Where the caller's process has set up no logging (a notebook, a script), print
+    denselab's lines as the command does: the run's data, its accuracy table and address.
+    A caller who set up logging keeps their own; process_as_found undoes this after."""
+    logger = logging.getLogger("denselab")
+    if logger.hasHandlers():
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[denselab] %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _new_output_dir() -> Path:

@@ -35,6 +35,20 @@ def float32_exact(value: Any) -> float:
     return float(str(np.float32(value))) if np.isfinite(value) else value
 
 
+def float32_shortest(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each column of float32 values (scores computed in torch) written as
+    the shortest decimals that are those values: 0.68, not 0.6800000071525574."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype.kind != "f":
+            continue
+        values = out[column].to_numpy(dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        if np.array_equal(finite.astype(np.float32).astype(np.float64), finite):
+            out[column] = [float32_exact(v) for v in values]
+    return out
+
+
 def _signals_held_on_sqlite(write: Callable) -> Callable:
     """Run a write to a local sqlite store with stop signals held back, delivered after it.
     A signal raises wherever Python is, also inside SQLAlchemy mid-transaction, which can
@@ -144,7 +158,7 @@ class RunLogger(MLFlowLogger):
 
     @_signals_held_on_sqlite
     def table(self, frame: pd.DataFrame, name: str) -> None:
-        self.experiment.log_table(self.run_id, frame, f"tables/{name}.json")
+        self.experiment.log_table(self.run_id, float32_shortest(frame), f"tables/{name}.json")
 
     @_signals_held_on_sqlite
     def csv(self, frame: pd.DataFrame, name: str) -> None:
