@@ -4,9 +4,11 @@
    Fashion-MNIST, 5 epochs) into a store of its own.
 2. Saves four of its figures (confusion matrix, first-layer weights, typical examples,
    training curves), shrunk to under 150 KB each.
-3. Starts `mlflow ui` on that store, opens the run in headless Chromium (Debian's
-   `chromium`, driven over its DevTools port) and saves screenshots of the run's Overview,
-   its metric charts and its artifacts, each once the page shows what it should.
+3. Starts `mlflow ui` on that store and, in headless Chromium (Debian's `chromium`, driven
+   over its DevTools port) with a fresh profile, opens the address the run printed: its
+   experiment must show the runs table (not MLflow 3's GenAI dashboard) and its Overview
+   the result's first line; saves screenshots of the run's Overview, its metric charts and
+   its artifacts, each once the page shows what it should.
 4. Asks the server's REST API that the run's figures and tables are listed.
 
     make pictures                                  # writes docs/images/
@@ -60,9 +62,16 @@ CHROMIUM_FLAGS = (
     "--hide-scrollbars",
 )
 # Page -> (URL suffix after the run's address, texts to click in order, and a JavaScript
-# condition that holds once the page has drawn what it should show).
+# condition that holds once the page has drawn what it should show). The Overview must show
+# the run's page (its description, which starts with the result) straight from the address
+# the run printed, in a fresh profile: not MLflow 3's GenAI dashboard.
 PAGES = {
-    "ui_overview": ("", (), "document.body.innerText.includes('Accuracy by split')"),
+    "ui_overview": (
+        "",
+        (),
+        "document.body.innerText.includes('Accuracy by split')"
+        " && /Test accuracy 0\\.\\d{4}/.test(document.body.innerText)",
+    ),
     "ui_metrics": (
         "/model-metrics",
         (),
@@ -74,8 +83,6 @@ PAGES = {
         "[...document.querySelectorAll('img')].some(i => i.naturalWidth > 300)",
     ),
 }
-# MLflow 3 opens in its GenAI mode, with an assistant panel: the classic view of a run.
-FIRST_CLICKS = ("Model training",)
 CLOSE_ASSISTANT = "document.querySelector('button[aria-label=\"Close\"]')?.click()"
 
 
@@ -98,8 +105,9 @@ def get_json(url: str) -> dict:
 # -- 1 and 2: a run and its figures --------------------------------------------------------
 
 
-def train(store: Path, overrides: list[str]) -> tuple[str, str]:
-    """(experiment id, run id) of one denselab-train run into ``store``."""
+def train(store: Path, overrides: list[str]) -> tuple[str, str, str]:
+    """(run name, run id, the run's address as it printed it) of one denselab-train run into
+    ``store``."""
     uri = f"sqlite:///{store / 'mlflow.db'}"
     command = [
         str(Path(sys.executable).parent / "denselab-train"),
@@ -107,12 +115,17 @@ def train(store: Path, overrides: list[str]) -> tuple[str, str]:
         f"tracking.uri={uri}",
         "tracking.experiment_name=pictures",
     ]
-    subprocess.run(command, cwd=store, check=True)
+    done = subprocess.run(command, cwd=store, check=True, capture_output=True, text=True)
+    said = done.stdout + done.stderr
+    sys.stdout.write(said)
+    printed = re.search(r"The run in the MLflow UI: (\S+)", said)
+    if printed is None:
+        raise SystemExit("The run did not print its address in the MLflow UI.")
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("pictures").experiment_id])
-    return run.info.experiment_id, run.info.run_id
+    return run.info.run_name, run.info.run_id, printed.group(1)
 
 
 def save_small_png(data: bytes, path: Path) -> int:
@@ -289,14 +302,21 @@ class Browser:
         return base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
 
 
-def screenshot_ui(url: str, experiment_id: str, run_id: str, out: Path) -> None:
-    run_page = f"{url}/#/experiments/{experiment_id}/runs/{run_id}"
-    with chromium(1400, 1000) as browser:
-        browser.call("Page.navigate", url=run_page)
-        for text in FIRST_CLICKS:
-            browser.click_text(text)
+def screenshot_ui(url: str, address: str, run_name: str, out: Path) -> None:
+    """Screenshots of the run's pages, opened from ``address`` (what the run printed, its
+    UI port replaced by ``url``'s) with nothing clicked first; and the check that the same
+    view of its experiment is the runs table, not MLflow 3's GenAI dashboard."""
+    page, _, view = address.replace("http://127.0.0.1:5000", url, 1).partition("?")
+    with chromium(1400, 1000) as browser:  # a fresh profile: no view chosen before
+        experiment = page.split("/runs/")[0]
+        table = (
+            f"document.body.innerText.includes({json.dumps(run_name)})"
+            " && !document.body.innerText.includes('Token Usage')"
+        )
+        browser.show(f"{experiment}?{view}", (), table)
+        print(f"{experiment}?{view} shows the runs table")
         for name, (suffix, clicks, ready) in PAGES.items():
-            browser.show(run_page + suffix, clicks, ready)
+            browser.show(f"{page}{suffix}?{view}", clicks, ready)
             browser.evaluate(CLOSE_ASSISTANT)
             time.sleep(0.5)
             size = save_small_png(browser.screenshot(), out / f"{name}.png")
@@ -325,11 +345,11 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
-        experiment_id, run_id = train(store, args.overrides or DEFAULT_RUN)
+        run_name, run_id, address = train(store, args.overrides or DEFAULT_RUN)
         save_figures(store, run_id, args.out)
         with mlflow_ui(store) as url:
             check_rest_api(url, run_id)
-            screenshot_ui(url, experiment_id, run_id, args.out)
+            screenshot_ui(url, address, run_name, args.out)
 
 
 if __name__ == "__main__":

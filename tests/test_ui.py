@@ -2,8 +2,11 @@
 
 Runs docs/pictures.py (what `make pictures` runs for the README) on a short digits run: it
 starts `mlflow ui`, checks through the REST API that the run's figures and tables are
-listed, and screenshots the run's Overview, metric charts and a figure in its artifacts in
-headless Chromium, each only once the page shows it.
+listed, and, in headless Chromium with a fresh profile and nothing clicked, opens the
+address the run printed: the experiment shows its runs table (without the address's
+?workflowType=machine_learning it shows MLflow 3's GenAI dashboard, and this fails), the run
+its result's first line; then screenshots the run's Overview, metric charts and a figure in
+its artifacts, each only once the page shows it.
 """
 
 from __future__ import annotations
