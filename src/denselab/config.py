@@ -444,7 +444,7 @@ def _check_keys(cfg: DictConfig) -> None:
             known = {f.name for f in dataclasses.fields(schema)}
             if not prefix:
                 known.add("hydra")  # Hydra's own node, beside the settings where a sweep starts
-        elif prefix == "trainer.":
+        elif prefix == "trainer." and trainer_arguments():
             known = trainer_arguments() | {"_target_"}
         else:
             continue
@@ -473,15 +473,19 @@ def _unknown_key(prefix: str, key: str, known: set[str]) -> str:
 @functools.lru_cache(maxsize=None)
 def trainer_arguments() -> frozenset[str]:
     """The keyword arguments of ``pytorch_lightning.Trainer``, read from its source: importing
-    Lightning takes seconds, and a config error answers at once."""
+    Lightning takes seconds, and a config error answers at once. Empty where a Lightning
+    keeps its Trainer elsewhere: then Lightning itself refuses an unknown argument."""
     spec = importlib.util.find_spec("pytorch_lightning")  # the package's own, not imported
-    source = Path(spec.origin).parent / "trainer" / "trainer.py"
+    source = Path(spec.origin).parent / "trainer" / "trainer.py" if spec and spec.origin else None
+    if source is None or not source.is_file():
+        return frozenset()
     for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.ClassDef) and node.name == "Trainer":
-            init = next(f for f in node.body if getattr(f, "name", "") == "__init__")
-            args = init.args
-            return frozenset(a.arg for a in [*args.args, *args.kwonlyargs] if a.arg != "self")
-    raise RuntimeError(f"no Trainer class in {source}")  # a Lightning that moved it
+            for init in node.body:
+                if isinstance(init, ast.FunctionDef) and init.name == "__init__":
+                    args = [*init.args.args, *init.args.kwonlyargs]
+                    return frozenset(a.arg for a in args if a.arg != "self")
+    return frozenset()
 
 
 def _is_count(value: Any) -> bool:
