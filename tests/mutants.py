@@ -322,6 +322,13 @@ MUTANTS = [
         "",
         ["tests/test_config.py::test_a_key_no_schema_has_is_refused_with_the_one_meant"],
     ),
+    Mutant(
+        "a key set without + that no schema has gets Hydra's hint to add it",
+        "src/denselab/config.py",
+        "        if known and name not in known:\n",
+        "        if False:\n",
+        ["tests/test_config.py::test_a_key_set_without_plus_is_named_before_hydra_composes"],
+    ),
 ]
 
 

@@ -70,9 +70,11 @@ def test_missing_data_without_network_is_a_sentence_with_a_fix(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_typo_added_with_plus_makes_no_run_and_a_trainer_argument_trains(tmp_path):
+def test_a_typo_with_or_without_plus_makes_no_run_and_a_trainer_argument_trains(tmp_path):
     for typo, meant in (
+        ("model.hidden_size=[64]", "model.hidden_sizes"),  # Hydra's hint: add it with +
         ("+model.hidden_size=[64]", "model.hidden_sizes"),
+        ("trainer.max_epoch=2", "trainer.max_epochs"),
         ("+trainer.max_epoch=2", "trainer.max_epochs"),
     ):
         result = run_cli(["data=digits", typo, *QUIET], tmp_path)

@@ -11,8 +11,9 @@ from hydra.errors import ConfigCompositionException, HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from denselab.config import validate_config
+from denselab.config import check_set_keys, validate_config
 from denselab.errors import ConfigError
+from denselab.overrides import command_line, set_keys
 
 
 def test_defaults_are_the_course_mnist_run(compose_cfg):
@@ -293,3 +294,34 @@ def test_trainer_arguments_and_own_callbacks_pass(compose_cfg):
             ]
         )
     )
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["model.hidden_size=[64]"], "model.hidden_size is not a setting of model (did you mean"),
+        (["-m", "trainer.max_epoch=2,3"], "(did you mean trainer.max_epochs?)"),
+        (["--cfg", "job", "sed=3"], "sed is not a setting (did you mean seed?)"),
+        (["callbacks.confusion_matrix.topk=2"], "(did you mean callbacks.confusion_matrix.top_k?)"),
+        (["data=digits", "data.zzz=1"], "data.zzz is not a setting of data;"),
+    ],
+)
+def test_a_key_set_without_plus_is_named_before_hydra_composes(argv, words):
+    with pytest.raises(ConfigError) as refused:
+        check_set_keys(set_keys(command_line(argv)))
+    assert words in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # Groups, Hydra's own keys, added keys, a setting only one option of a group has, and
+        # a name that may be a config group of the user's own: all Hydra's to judge.
+        ["data=digits", "experiment=course_multinomial", "hydra/sweeper=basic", "seed=1,2"],
+        ["hydra.sweeper.max_batch_size=2", "+trainer.gradient_clip_val=1", "~data.mirrors"],
+        ["optimizer=adam", "optimizer.momentum=0.5", "data.csv=x.csv", "myconfig=a"],
+        ["trainer.gradient_clip_val=1", "callbacks.mine.x=1", "--config-name", "config"],
+    ],
+)
+def test_keys_hydra_judges_itself_pass_the_early_check(argv):
+    check_set_keys(set_keys(command_line(argv)))

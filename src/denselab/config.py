@@ -21,7 +21,7 @@ import functools
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -451,6 +451,36 @@ def _check_keys(cfg: DictConfig) -> None:
         for key in node:
             if key not in known:
                 raise ConfigError(_unknown_key(prefix, str(key), known))
+
+
+def check_set_keys(keys: Sequence[str]) -> None:
+    """Refuse, before Hydra composes, a key set without ``+`` (``model.hidden_size=[64]``)
+    that no schema of its group has. Hydra would refuse it too, but with the hint "use
+    +model.hidden_size=[64]", which leads to the wrong key; this names the key meant. A key
+    only some option of a group has is left to Hydra, which knows the option chosen; so is a
+    top-level name close to no setting (it may be a config group of the user's own)."""
+    for key in keys:
+        path = key.split(".")
+        if path[0] == "hydra":
+            continue
+        if len(path) == 1:
+            known = {f.name for f in dataclasses.fields(RunSchema)}
+            if key not in known and difflib.get_close_matches(key, sorted(known), n=1):
+                raise ConfigError(_unknown_key("", key, known))
+            continue
+        prefix, name = f"{path[0]}.", path[1]
+        if path[0] == "trainer":
+            known = set(trainer_arguments())
+        elif path[0] in SCHEMAS and path[0] != "callbacks":
+            known = {f.name for s in SCHEMAS[path[0]].values() for f in dataclasses.fields(s)}
+        elif path[0] == "callbacks" and name in SCHEMAS["callbacks"] and len(path) > 2:
+            schema = SCHEMAS["callbacks"][name]
+            prefix, name = f"callbacks.{name}.", path[2]
+            known = {f.name for f in dataclasses.fields(schema)}
+        else:
+            continue
+        if known and name not in known:
+            raise ConfigError(_unknown_key(prefix, name, known))
 
 
 # The groups of the top level, each typed by its own schema.

@@ -36,3 +36,25 @@ def swept(overrides: Sequence[str]) -> dict[str, str]:
         for o in parse(overrides)
         if o.is_sweep_override()
     }
+
+
+def command_line(argv: Sequence[str]) -> list[str]:
+    """The overrides among a command's arguments, as Hydra's own argument parser reads them
+    (``--config-name X``, ``-m`` and the like set aside); none if it cannot read them, as
+    Hydra then says why itself."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        return list(get_args_parser().parse_args(list(argv)).overrides)
+    except SystemExit:
+        return []
+
+
+def set_keys(overrides: Sequence[str]) -> list[str]:
+    """The keys that overrides change without ``+``, ``++`` or ``~``: keys the config must
+    already have (``model.hidden_sizes=[64]``, ``data=digits``)."""
+    return [
+        o.key_or_group
+        for o in parse(overrides)
+        if not (o.is_add() or o.is_force_add() or o.is_delete()) and "/" not in o.key_or_group
+    ]

@@ -17,11 +17,13 @@ from typing import Any, Iterator, Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from denselab.config import register_schemas, validate_config
-from denselab.errors import DenselabError
+from denselab.config import check_set_keys, register_schemas, validate_config
+from denselab.errors import ConfigError, DenselabError
+from denselab.overrides import command_line, set_keys
 from denselab.sweeps import SWEEP_ENV
 from denselab.tracking.signals import stop_on_signals
 
@@ -161,5 +163,21 @@ def main(cfg: DictConfig) -> Optional[float]:
     return result.metrics.get("val/acc_best")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``denselab-train`` and ``python -m denselab.train``: Hydra's main, after a typo in a key
+    the config must have has been named, with the key meant (Hydra's own answer, "use
+    +key=...", leads to a worse one)."""
+    try:
+        keys = set_keys(command_line(sys.argv[1:]))
+    except OverrideParseException:
+        keys = []  # overrides Hydra cannot read: it says why itself
+    try:
+        check_set_keys(keys)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        sys.exit(1)
     main()
+
+
+if __name__ == "__main__":
+    cli()
