@@ -7,12 +7,14 @@
 3. Starts `mlflow ui` on that store and, in headless Chromium (Debian's `chromium`, driven
    over its DevTools port) with a fresh profile, opens the address the run printed: its
    experiment must show the runs table (not MLflow 3's GenAI dashboard) and its Overview
-   the result's first line; saves screenshots of the run's Overview, its metric charts and
-   its artifacts, each once the page shows what it should.
+   the result's first line; saves screenshots of the run's Overview, its metric charts, its
+   artifacts and its first-layer weight card, each once the page shows what it should (the
+   weight card's image must be non-blank where the card shows it). With --sweep, a sweep's
+   jobs must be nested under its parent in the runs table.
 4. Asks the server's REST API that the run's figures and tables are listed.
 
     make pictures                                  # writes docs/images/
-    python docs/pictures.py --out /tmp/p data=digits trainer.max_epochs=2   # any run
+    python docs/pictures.py --out /tmp/p --sweep seed=1,2 data=digits trainer.max_epochs=2
 
 Needs `chromium` (apt-get install chromium) and the `websockets` package (the test extra).
 Exits non-zero, with the reason, when a page never shows its content.
@@ -37,6 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 from PIL import Image
 
 DEFAULT_RUN = [
@@ -84,6 +87,16 @@ PAGES = {
     ),
 }
 CLOSE_ASSISTANT = "document.querySelector('button[aria-label=\"Close\"]')?.click()"
+RUN_LINKS = "[...document.querySelectorAll('a[href*=\"/runs/\"]')]"
+# The +/- before a sweep parent's name in the runs table, which shows or hides its jobs.
+EXPAND_JOBS = "button[data-component-id*='runnamecellrenderer']"
+# The "weights" section of a run's Model metrics, and the card of its image series.
+WEIGHTS_SECTION = (
+    "[...document.querySelectorAll('[data-testid=experiment-view-compare-runs-section-header]')]"
+    ".find(h => h.innerText.trim().startsWith('weights'))"
+    "?.closest('.du-bois-light-collapse-item')"
+)
+WEIGHTS_IMAGE = f"[...({WEIGHTS_SECTION}?.querySelectorAll('img') ?? [])].find(i => i.complete)"
 
 
 def wait_for(url: str, seconds: float, what: str) -> None:
@@ -105,27 +118,45 @@ def get_json(url: str) -> dict:
 # -- 1 and 2: a run and its figures --------------------------------------------------------
 
 
-def train(store: Path, overrides: list[str]) -> tuple[str, str, str]:
-    """(run name, run id, the run's address as it printed it) of one denselab-train run into
-    ``store``."""
-    uri = f"sqlite:///{store / 'mlflow.db'}"
+def denselab_train(store: Path, overrides: list[str]) -> str:
+    """What one denselab-train command into ``store``'s experiment "pictures" printed."""
     command = [
         str(Path(sys.executable).parent / "denselab-train"),
         *overrides,
-        f"tracking.uri={uri}",
+        f"tracking.uri=sqlite:///{store / 'mlflow.db'}",
         "tracking.experiment_name=pictures",
     ]
     done = subprocess.run(command, cwd=store, check=True, capture_output=True, text=True)
-    said = done.stdout + done.stderr
-    sys.stdout.write(said)
-    printed = re.search(r"The run in the MLflow UI: (\S+)", said)
+    sys.stdout.write(done.stdout + done.stderr)
+    return done.stdout + done.stderr
+
+
+def train(store: Path, overrides: list[str]) -> tuple[str, str, str]:
+    """(run name, run id, the run's address as it printed it) of one denselab-train run into
+    ``store``."""
+    printed = re.search(r"The run in the MLflow UI: (\S+)", denselab_train(store, overrides))
     if printed is None:
         raise SystemExit("The run did not print its address in the MLflow UI.")
     from mlflow import MlflowClient
 
-    client = MlflowClient(uri)
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("pictures").experiment_id])
     return run.info.run_name, run.info.run_id, printed.group(1)
+
+
+def sweep(store: Path, overrides: list[str], swept: str) -> tuple[str, list[str]]:
+    """(the parent's name, its jobs' names) of a sweep over ``swept`` (``seed=1,2``) with
+    the run's other ``overrides``, into the same experiment."""
+    said = denselab_train(store, ["-m", *overrides, swept, "callbacks=none"])
+    if "The sweep in the MLflow UI: " not in said:
+        raise SystemExit("The sweep did not print its parent's address in the MLflow UI.")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("pictures").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    jobs = [r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    return parent.info.run_name, sorted(jobs)
 
 
 def save_small_png(data: bytes, path: Path) -> int:
@@ -302,7 +333,9 @@ class Browser:
         return base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
 
 
-def screenshot_ui(url: str, address: str, run_name: str, out: Path) -> None:
+def screenshot_ui(
+    url: str, address: str, run_name: str, out: Path, nested: tuple[str, list[str]] | None
+) -> None:
     """Screenshots of the run's pages, opened from ``address`` (what the run printed, its
     UI port replaced by ``url``'s) with nothing clicked first; and the check that the same
     view of its experiment is the runs table, not MLflow 3's GenAI dashboard."""
@@ -321,6 +354,88 @@ def screenshot_ui(url: str, address: str, run_name: str, out: Path) -> None:
             time.sleep(0.5)
             size = save_small_png(browser.screenshot(), out / f"{name}.png")
             print(f"{out / f'{name}.png'}: {size / 1000:.0f} KB")
+        check_weights_card(browser, page, view, out)
+        if nested:
+            check_jobs_nested(browser, f"{experiment}?{view}", *nested)
+
+
+def check_jobs_nested(browser: "Browser", experiment: str, parent: str, jobs: list[str]) -> None:
+    """The runs table shows a sweep's jobs under its parent: hidden until the parent's row is
+    expanded, then right below it and indented, as MLflow shows child runs."""
+    name_is = "a => a.innerText.trim() === {}".format
+    browser.show(experiment, (), f"{RUN_LINKS}.some({name_is(json.dumps(parent))})")
+    shown = browser.evaluate(f"{RUN_LINKS}.map(a => a.innerText.trim())")
+    if set(jobs) & set(shown):
+        raise SystemExit(f"The sweep's jobs are listed beside its parent, not under it: {shown}")
+    parent_link = f"{RUN_LINKS}.find({name_is(json.dumps(parent))})"
+    browser.evaluate(
+        f"{parent_link}.closest('[role=row]').querySelector({json.dumps(EXPAND_JOBS)}).click()"
+    )
+    every_job = " && ".join(f"{RUN_LINKS}.some({name_is(json.dumps(job))})" for job in jobs)
+    browser.wait(every_job, 30, "The sweep parent's row did not open onto its jobs")
+    rows = browser.evaluate(
+        f"{RUN_LINKS}.map(a => [a.innerText.trim(), a.getBoundingClientRect().top,"
+        " a.getBoundingClientRect().left]).sort((p, q) => p[1] - q[1])"
+    )
+    names = [name for name, _, _ in rows]
+    below = names[names.index(parent) + 1 : names.index(parent) + 1 + len(jobs)]
+    indent = {name: left for name, _, left in rows}
+    if sorted(below) != sorted(jobs) or not all(indent[j] > indent[parent] for j in jobs):
+        raise SystemExit(f"The sweep's jobs are not nested under {parent!r}: {rows}")
+    print(f"{experiment} nests the sweep's {len(jobs)} jobs under {parent!r}")
+
+
+def check_weights_card(browser: "Browser", page: str, view: str, out: Path) -> None:
+    """The first layer's weight series in the run's Model metrics: its card draws the image,
+    and the part of it inside the card is not blank. MLflow 3.18 lists the run's parameters
+    above an image series, which can push the image below the card's fold: then it is
+    scrolled into the card's view, as a reader scrolls the card."""
+    browser.show(f"{page}/model-metrics?{view}", (), WEIGHTS_SECTION)
+    browser.evaluate(CLOSE_ASSISTANT)
+    browser.evaluate(f"{WEIGHTS_SECTION}.scrollIntoView()")
+    browser.wait(f"{WEIGHTS_IMAGE}?.naturalWidth > 0", 60, "The weights card drew no image")
+    card = f"{WEIGHTS_IMAGE}.closest('.react-resizable')"
+    visible = (
+        f"(() => {{ const i = {WEIGHTS_IMAGE}.getBoundingClientRect(),"
+        f" c = {card}.getBoundingClientRect();"
+        " return [Math.max(i.left, c.left), Math.max(i.top, c.top, 0),"
+        " Math.min(i.right, c.right), Math.min(i.bottom, c.bottom, window.innerHeight)]; })()"
+    )
+    left, top, right, bottom = browser.evaluate(visible)
+    if bottom - top < 64:
+        print(f"The weights image starts below the card's fold ({bottom - top:.0f} px shown)")
+        browser.evaluate(f"{WEIGHTS_IMAGE}.scrollIntoView({{block: 'nearest'}})")
+        time.sleep(0.5)
+        left, top, right, bottom = browser.evaluate(visible)
+    if bottom - top < 64 or right - left < 64:
+        raise SystemExit(
+            f"The weights card shows {right - left:.0f}x{bottom - top:.0f} px of its image."
+        )
+    shot = Image.open(io.BytesIO(browser.screenshot())).convert("RGB")
+    seen = shot.convert("L").crop((round(left), round(top), round(right), round(bottom)))
+    seen = np.asarray(seen, float)
+    # Blank is one flat grey; the tiles are dark and light strokes on white.
+    if seen.std() < 20 or (np.abs(seen - np.median(seen)) > 40).mean() < 0.05:
+        raise SystemExit(
+            f"The weights card's image is blank where it shows (std {seen.std():.0f})."
+        )
+    box = browser.evaluate(
+        f"(() => {{ const c = {card}.getBoundingClientRect();"
+        " return [c.left, c.top, c.right, c.bottom]; })()"
+    )
+    save_small_png(
+        _png(shot.crop(tuple(round(v) for v in box))), out / "ui_weights.png"
+    )
+    print(
+        f"The weights card shows its image ({right - left:.0f}x{bottom - top:.0f} px,"
+        f" std {seen.std():.0f})"
+    )
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def check_rest_api(url: str, run_id: str) -> None:
@@ -340,16 +455,22 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "images")
+    parser.add_argument(
+        "--sweep",
+        metavar="OVERRIDE",
+        help="also sweep over OVERRIDE (e.g. seed=1,2) and check its jobs nest under its parent",
+    )
     parser.add_argument("overrides", nargs="*", help="denselab-train overrides of the run")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp)
         run_name, run_id, address = train(store, args.overrides or DEFAULT_RUN)
+        nested = sweep(store, args.overrides or DEFAULT_RUN, args.sweep) if args.sweep else None
         save_figures(store, run_id, args.out)
         with mlflow_ui(store) as url:
             check_rest_api(url, run_id)
-            screenshot_ui(url, address, run_name, args.out)
+            screenshot_ui(url, address, run_name, args.out, nested)
 
 
 if __name__ == "__main__":

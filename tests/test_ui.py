@@ -6,7 +6,9 @@ listed, and, in headless Chromium with a fresh profile and nothing clicked, open
 address the run printed: the experiment shows its runs table (without the address's
 ?workflowType=machine_learning it shows MLflow 3's GenAI dashboard, and this fails), the run
 its result's first line; then screenshots the run's Overview, metric charts and a figure in
-its artifacts, each only once the page shows it.
+its artifacts, each only once the page shows it. The first layer's weight card must show a
+non-blank image in its visible area (pixels of the screenshot), and a sweep's two jobs must
+be nested under its parent in the runs table.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ PICTURES = (
     "ui_overview",
     "ui_metrics",
     "ui_artifacts",
+    "ui_weights",
 )
 
 
@@ -49,6 +52,8 @@ def test_the_ui_shows_the_run_in_a_real_browser(tmp_path):
             str(SCRIPT),
             "--out",
             str(out),
+            "--sweep",
+            "seed=1,2",
             "data=digits",
             "trainer.max_epochs=2",
             "trainer.enable_progress_bar=false",
@@ -59,6 +64,8 @@ def test_the_ui_shows_the_run_in_a_real_browser(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "REST API lists" in result.stdout
+    assert "nests the sweep's 2 jobs under 'pictures sweep seed=1,2'" in result.stdout
+    assert "The weights card shows its image" in result.stdout
     for name in PICTURES:
         path = out / f"{name}.png"
         assert path.stat().st_size < 150_000, name
