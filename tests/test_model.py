@@ -66,3 +66,13 @@ def test_an_evaluation_holds_probabilities_loss_and_accuracy():
     model(x).sum().backward()
     optimizer.step()
     assert evaluator.evaluation("test") is not again
+
+
+def test_lightnings_summary_counts_each_layers_flops_from_an_example_image():
+    # Without an example input Lightning's summary prints "Total FLOPs: 0".
+    from pytorch_lightning.utilities.model_summary import ModelSummary
+
+    model = MLPClassifier(input_shape=(28, 28), num_classes=10, hidden_sizes=[128])
+    summary = ModelSummary(model)
+    assert summary.total_flops == 2 * (784 * 128 + 128 * 10)  # a multiply and an add each
+    assert summary.in_sizes == [[1, 28, 28]] and summary.out_sizes == [[1, 10]]

@@ -27,7 +27,7 @@ from denselab.data.pixels import as_float
 from denselab.errors import InputError, ModelNotFoundError
 from denselab.predict import main, write_csv_atomically
 from denselab.serving.classifier import Classifier, load
-from denselab.serving.inputs import read_inputs
+from denselab.serving.inputs import read_inputs, resize_note
 from denselab.serving.preprocessing import Preprocessing
 
 GRAY = Preprocessing(input_shape=(28, 28), class_names=tuple("0123456789"))
@@ -51,6 +51,26 @@ def test_png_files_read_back_exactly_the_pixels_they_were_written_from(tmp_path)
     sources, pixels = read_inputs(str(tmp_path / "png"), GRAY)
     assert sources == [str(p) for p in paths]
     np.testing.assert_array_equal(pixels, x)
+
+
+def test_files_of_another_size_are_resized_with_a_word(tmp_path, caplog):
+    x, y = learnable_digits(3, 0)
+    write_pngs(tmp_path / "png", x, y)
+    eight = Preprocessing(input_shape=(8, 8), class_names=tuple("0123456789"))
+    with caplog.at_level("INFO", logger="denselab.predict"):
+        _, pixels = read_inputs(str(tmp_path / "png"), eight)
+    assert pixels.shape == (3, 8, 8)
+    assert caplog.messages == [
+        "3 of 3 image files are not 8x8 (28x28): cropped and resized to the network's 8x8, "
+        "as training photos are."
+    ]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="denselab.predict"):
+        read_inputs(str(tmp_path / "png"), GRAY)  # the network's own size: nothing to say
+    assert caplog.messages == []
+    assert resize_note([(8, 8), (28, 28), (30, 20), (28, 28)], (8, 8)).startswith(
+        "3 of 4 image files are not 8x8 (28x28, 30x20): "
+    )
 
 
 def test_colour_files_are_decoded_as_flowers_photos_are_in_training(tmp_path):

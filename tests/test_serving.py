@@ -22,7 +22,7 @@ from denselab.config import register_schemas, validate_config
 from denselab.errors import CheckpointError, ConfigError
 from denselab.reporting.evaluation import Evaluator
 from denselab.serving.classifier import Classifier
-from denselab.serving.mlflow_model import CHAMPION, register
+from denselab.serving.mlflow_model import CHAMPION, champion_note, register
 from denselab.serving.preprocessing import raw_pixels
 from denselab.train import train
 from denselab.training.checkpoint_files import load_checkpoint
@@ -124,13 +124,19 @@ def test_champion_moves_only_to_a_better_val_accuracy(tmp_path, store_uri):
     run_id = client.create_run(experiment).info.run_id
     model_id = client.create_logged_model(experiment, name="model", source_run_id=run_id).model_id
 
-    versions = [
-        int(register(client, "m", model_id, run_id, s).version) for s in (0.8, 0.7, 0.9, 0.9)
-    ]
+    scores = (0.8, 0.7, 0.9, 0.9)
+    registered = [register(client, "m", model_id, run_id, s) for s in scores]
+    notes = [champion_note(client, "m", v, s) for v, s in zip(registered, scores)]
 
-    assert versions == [1, 2, 3, 4]
+    assert [int(v.version) for v in registered] == [1, 2, 3, 4]
     assert int(client.get_model_version_by_alias("m", CHAMPION).version) == 3  # a tie keeps it
     assert int(client.get_model_version_by_alias("m", "latest").version) == 4
+    # What the run says: where the alias went, and why it did not move.
+    assert notes[0] == notes[2] == "alias champion"
+    assert notes[3] == (
+        "alias champion stays on version 3: its val/acc_best 0.9000 is not beaten by this "
+        "version's 0.9000"
+    )
 
 
 def test_log_model_can_be_turned_off(tmp_path, mnist_dir, store_uri):

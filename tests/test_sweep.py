@@ -103,6 +103,12 @@ def test_a_failing_job_does_not_stop_the_others_and_the_summary_shows_it(tmp_pat
     assert by_lr["0.1"].info.status == by_lr["0.05"].info.status == "FINISHED"
     assert by_lr["-1"].info.status == "FAILED"
     assert "optimizer.lr" in by_lr["-1"].data.tags["error"]
+    # The console names each job as the runs table does, not all by the same base name.
+    console = result.stdout + result.stderr
+    for lr in ("0.1", "0.05"):
+        run = by_lr[lr]
+        assert f"MLflow run {run.info.run_id} (lr={lr} digits-mlp[128]-sgd)" in console
+        assert f"lr={lr} digits-mlp[128]-sgd: 9,610 parameters" in console
     assert parent.info.status == "FAILED"
     assert parent.data.tags["jobs"] == "1 FAILED, 2 FINISHED"
     rows = table_of(client, parent.info.run_id, tmp_path)

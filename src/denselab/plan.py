@@ -51,7 +51,9 @@ class RunPlan:
 
     @property
     def run_name(self) -> str:
-        return run_name(self.cfg)
+        """The MLflow run's name: what ran; in a sweep, what the job varies first."""
+        name = run_name(self.cfg)
+        return self.job.run_name(name) if self.job else name
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -76,7 +78,7 @@ class RunPlan:
             self.overrides,
             self.resume.run_id if self.resume else None,
             tags=self.job.tags() if self.job else None,
-            name=self.job.run_name(self.run_name) if self.job else None,
+            name=self.run_name if self.job else None,
             store=self.store,
         )
         share_run(run_id)

@@ -9,17 +9,23 @@ GIL while it decodes.
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import logging
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
 
 from denselab.data.idx import IMAGES_MAGIC, read_idx
 from denselab.errors import DataError, InputError
 from denselab.serving.preprocessing import Preprocessing
+
+log = logging.getLogger("denselab.predict")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # Below this many files a progress bar is only noise.
@@ -90,9 +96,12 @@ def _read_files(
     files: Sequence[Path], preprocessing: Preprocessing, progress: bool
 ) -> tuple[list[str], np.ndarray]:
     out = np.empty((len(files), *preprocessing.input_shape), dtype=np.uint8)
+    sizes: list[tuple[int, int]] = [preprocessing.size] * len(files)  # (height, width)
 
     def fill(i: int) -> None:
         out[i] = preprocessing.read_file(files[i])
+        with contextlib.suppress(OSError, ValueError), Image.open(files[i]) as image:
+            sizes[i] = (image.height, image.width)  # from the header: no second decode
 
     workers = min(len(files), os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -107,4 +116,24 @@ def _read_files(
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # stop at the first bad file
             raise
+    resized = resize_note(sizes, preprocessing.size)
+    if resized:
+        log.info(resized)
     return [str(p) for p in files], out
+
+
+def resize_note(sizes: Sequence[tuple[int, int]], size: tuple[int, int]) -> str:
+    """A sentence for image files not of the network's ``size`` (height, width), which were
+    cropped and resized to it as training photos are; empty when all were of that size.
+    Said, not refused: photos of any size are how a Flowers-17 network is used, while a
+    network trained on 8x8 digits given 28x28 scans was probably not meant for them."""
+    other = Counter(s for s in sizes if tuple(s) != tuple(size))
+    if not other:
+        return ""
+    shown = ", ".join(f"{h}x{w}" for (h, w), _ in other.most_common(3))
+    more = ", ..." if len(other) > 3 else ""
+    return (
+        f"{sum(other.values())} of {len(sizes)} image files are not {size[0]}x{size[1]} "
+        f"({shown}{more}): cropped and resized to the network's {size[0]}x{size[1]}, as "
+        "training photos are."
+    )

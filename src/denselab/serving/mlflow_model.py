@@ -76,10 +76,10 @@ def log_run_model(run, evaluator, register_as: Optional[str] = None) -> str:
         score = float(evaluator.model.val_acc_best)
         version = register(run.experiment, register_as, model_id, run.run_id, score)
         log.info(
-            "Registered it as models:/%s/%s%s: %s",
+            "Registered it as models:/%s/%s (%s): %s",
             register_as,
             version.version,
-            f" (alias {CHAMPION})" if CHAMPION in version.aliases else "",
+            champion_note(run.experiment, register_as, version, score),
             model_address(run.tracking_uri, register_as, version.version),
         )
     return model_id
@@ -156,6 +156,18 @@ def register(client, name: str, model_id: str, run_id: str, score: float):
     if score > champion_score(client, name):
         client.set_registered_model_alias(name, CHAMPION, version.version)
     return client.get_model_version(name, version.version)
+
+
+def champion_note(client, name: str, version, score: float) -> str:
+    """Where alias ``champion`` stands after ``version`` (scored ``score``) was registered:
+    on it, or still on an earlier version that scored at least as well."""
+    if CHAMPION in version.aliases:
+        return f"alias {CHAMPION}"
+    held = client.get_model_version_by_alias(name, CHAMPION)
+    return (
+        f"alias {CHAMPION} stays on version {held.version}: its val/acc_best "
+        f"{champion_score(client, name):.4f} is not beaten by this version's {score:.4f}"
+    )
 
 
 def champion_score(client, name: str) -> float:

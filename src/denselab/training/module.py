@@ -65,6 +65,9 @@ class MLPClassifier(pl.LightningModule):
             input_shape, num_classes, hidden_sizes, activation, dropout, batch_norm
         )
         self.net = architecture.build()
+        # One image, for Lightning's model summary: each layer's input and output sizes, and
+        # the FLOPs of a forward pass (without it the summary prints "Total FLOPs: 0").
+        self.example_input_array = torch.zeros(1, *input_shape)
         self.loss_kind = loss
         self.optimizer_factory = optimizer or torch.optim.SGD
         self.val_acc_best = 0.0
