@@ -129,6 +129,8 @@ def test_class_samples_are_random_members_of_each_class():
         assert np.all(targets[indices] == k) and len(set(indices)) == len(indices)
     again = analysis.class_sample_indices(targets, per_class=10, num_classes=3, seed=1)
     assert all(np.array_equal(a, b) for a, b in zip(samples, again))
+    (only,) = analysis.class_sample_indices(targets, 20, num_classes=3, seed=1, classes=[2])
+    assert len(only) == 20 and np.all(targets[only] == 2)
 
 
 @pytest.mark.parametrize(

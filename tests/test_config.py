@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import no_runs
 from hydra.errors import ConfigCompositionException, HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
@@ -325,3 +326,18 @@ def test_a_key_set_without_plus_is_named_before_hydra_composes(argv, words):
 )
 def test_keys_hydra_judges_itself_pass_the_early_check(argv):
     check_set_keys(set_keys(command_line(argv)))
+
+
+@pytest.mark.parametrize("classes", ["[10]", "[-1]", "[2,2]"])
+def test_class_samples_of_a_class_the_data_lacks_make_no_run(
+    compose_cfg, tmp_path, store_uri, classes
+):
+    cfg = compose_cfg(
+        ["data=digits", f"tracking.uri={store_uri}", f"callbacks.class_samples.classes={classes}"]
+    )
+    from denselab.train import train
+
+    with pytest.raises(ConfigError) as refused:
+        train(cfg, tmp_path / "out")
+    assert "must be distinct class indices of digits, 0 to 9 (0 is '0')" in str(refused.value)
+    no_runs(store_uri)

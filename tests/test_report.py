@@ -77,6 +77,16 @@ def test_class_samples_show_each_class():
     assert set(made.figures) == {"class_samples"}
 
 
+def test_one_class_alone_is_drawn_ten_to_a_row_as_the_courses_digit_2():
+    data = LabelledImages(np.random.default_rng(0).random((300, 4, 4)), np.arange(300) % 3, NAMES)
+    fig = report.class_samples(data, per_class=60, seed=0, classes=[2]).figures["class_samples"]
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == [NAMES[2], "", "", "", "", ""]
+    grid = ax.get_images()[0].get_array()
+    assert grid.shape[:2] == (2 + 6 * (4 + 2), 2 + 10 * (4 + 2))  # 6 rows of 10, 2-pixel gaps
+    assert fig.get_suptitle() == f"60 random training images of class {NAMES[2]}"
+
+
 def test_weight_tiles_are_class_templates_without_a_hidden_layer():
     weights = np.arange(3 * 16, dtype=np.float32).reshape(3, 16)
     tiles, titles, title = report.weight_tiles(weights, (4, 4), NAMES, False, hidden_units=2)

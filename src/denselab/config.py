@@ -299,6 +299,9 @@ class ClassSamplesSchema(CallbackSchema):
 
     _target_: str = "denselab.reporting.callbacks.ClassSamples"
     per_class: int = setting(10, COUNT)
+    # Class indices to draw (e.g. [2]: the course's 60 examples of one digit); None: all.
+    # One class is drawn ten images to a row.
+    classes: Optional[List[int]] = None
     seed: int = "${seed}"
 
 
@@ -516,6 +519,20 @@ def trainer_arguments() -> frozenset[str]:
                     args = [*init.args.args, *init.args.kwonlyargs]
                     return frozenset(a.arg for a in args if a.arg != "self")
     return frozenset()
+
+
+def check_against_data(cfg: DictConfig, class_names: Sequence[str]) -> None:
+    """Settings that name the data's classes, checked once the data is loaded and before
+    any run exists: ``callbacks.class_samples.classes`` must be class indices of it."""
+    samples = (cfg.get("callbacks") or {}).get("class_samples") or {}
+    chosen = list(samples.get("classes") or [])
+    wrong = [k for k in chosen if not 0 <= k < len(class_names)]
+    if wrong or len(set(chosen)) != len(chosen):
+        raise ConfigError(
+            f"callbacks.class_samples.classes={chosen} must be distinct class indices of "
+            f"{cfg.data.name}, 0 to {len(class_names) - 1} (0 is {class_names[0]!r}); "
+            f"use e.g. callbacks.class_samples.classes=[{min(2, len(class_names) - 1)}]."
+        )
 
 
 def _is_count(value: Any) -> bool:

@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from mlflow.entities import Run
 from omegaconf import DictConfig, open_dict
 
+from denselab.config import check_against_data
 from denselab.data.base import ImageDataModule
 from denselab.errors import ConfigError
 from denselab.overrides import override_keys
@@ -98,6 +99,7 @@ def plan_run(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> Run
     quiet_irrelevant_warnings()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg)
+    check_against_data(cfg, data.class_names)
     digest = data.content_digest()
     if resume is not None:
         refuse_other_data(resume, digest)

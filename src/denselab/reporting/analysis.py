@@ -7,7 +7,7 @@ returns arrays or a pandas DataFrame, so a test can check each number a figure s
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -76,12 +76,17 @@ def confident_mistakes(probs: np.ndarray, targets: np.ndarray, top_k: int = 16) 
 
 
 def class_sample_indices(
-    targets: np.ndarray, per_class: int, num_classes: int, seed: int = 0
+    targets: np.ndarray,
+    per_class: int,
+    num_classes: int,
+    seed: int = 0,
+    classes: Optional[Sequence[int]] = None,
 ) -> list[np.ndarray]:
-    """For each class, up to ``per_class`` random indices of its images (sorted)."""
+    """For each class (or each of ``classes``), up to ``per_class`` random indices of its
+    images (sorted)."""
     rng = np.random.default_rng(seed)
     samples = []
-    for k in range(num_classes):
+    for k in range(num_classes) if classes is None else classes:
         members = np.flatnonzero(targets == k)
         chosen = rng.choice(members, size=min(per_class, len(members)), replace=False)
         samples.append(np.sort(chosen))

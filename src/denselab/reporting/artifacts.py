@@ -120,14 +120,28 @@ def typical_examples(evaluations: Sequence["Evaluation"], mistakes: int) -> Arti
     return made
 
 
-def class_samples(data: "LabelledImages", per_class: int, seed: int) -> Artifacts:
-    """``per_class`` random images of each class: a look at the data before any number."""
+def class_samples(
+    data: "LabelledImages", per_class: int, seed: int, classes: Optional[Sequence[int]] = None
+) -> Artifacts:
+    """``per_class`` random images of each class (or of each of ``classes``, by index): a
+    look at the data before any number. One class alone is drawn ten images to a row, as
+    the course's 60 examples of the digit 2."""
     names = list(data.class_names)
-    picks = analysis.class_sample_indices(data.targets, per_class, len(names), seed)
-    title = f"{per_class} random training images of each class"
+    chosen = list(range(len(names)) if classes is None else classes)
+    picks = analysis.class_sample_indices(data.targets, per_class, len(names), seed, chosen)
     samples = [as_float_array(data.images[p]) for p in picks]
-    fig = figures.class_samples_figure(samples, names, title)
+    rows = [names[k] for k in chosen]
+    title = f"{per_class} random training images of each class"
+    if len(chosen) == 1:
+        title = f"{per_class} random training images of class {names[chosen[0]]}"
+        one = samples[0]
+        samples = [one[i : i + SAMPLES_PER_ROW] for i in range(0, len(one), SAMPLES_PER_ROW)]
+        rows = [rows[0]] + [""] * (len(samples) - 1)
+    fig = figures.class_samples_figure(samples, rows, title)
     return Artifacts(figures={"class_samples": fig})
+
+
+SAMPLES_PER_ROW = 10  # one class's samples, as rows of this many
 
 
 def weight_tiles(

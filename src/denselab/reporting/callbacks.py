@@ -173,14 +173,17 @@ class ClassSamples(RunCallback):
         self,
         per_class: int = default_of(ClassSamplesSchema, "per_class"),
         seed: int = 0,
+        classes: Optional[Sequence[int]] = None,
     ):
         self.per_class = per_class
         self.seed = seed
+        self.classes = list(classes) if classes else None
 
     @rank_zero_only
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         train = self.evaluator.labelled("train")
-        self.run.artifacts(report.class_samples(train, self.per_class, self.seed))
+        made = report.class_samples(train, self.per_class, self.seed, self.classes)
+        self.run.artifacts(made)
 
 
 class TrainingCurves(RunCallback):
