@@ -30,6 +30,7 @@ from denselab.tracking.params import config_hash
 from denselab.tracking.resume import Resume, may_change, prepare_resume, refuse_other_data
 from denselab.tracking.runs import run_name, run_status, start_run, tracking_uri
 from denselab.tracking.store import Store
+from denselab.tracking.system_metrics import system_metrics
 from denselab.training.devices import joined_run, share_run
 from denselab.training.trainer import load_data, quiet_irrelevant_warnings
 
@@ -85,7 +86,15 @@ class RunPlan:
         share_run(run_id)
         log.info("MLflow run %s (%s) in %s", run_id, self.run_name, uri)
         with run_status(client, run_id, self.checkpoint_dir / "last.ckpt"):
-            yield instantiate(self.cfg.logger, tracking_uri=uri, run_id=run_id)
+            with self._system_metrics(run_id, uri):
+                yield instantiate(self.cfg.logger, tracking_uri=uri, run_id=run_id)
+
+    def _system_metrics(self, run_id: str, uri: str) -> contextlib.AbstractContextManager:
+        tracking = self.cfg.tracking
+        if not tracking.get("system_metrics", True):
+            return contextlib.nullcontext()
+        interval = float(tracking.get("system_metrics_interval", 5.0))
+        return system_metrics(run_id, uri, interval, resumed=self.resume is not None)
 
 
 def plan_run(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> RunPlan:
