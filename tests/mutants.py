@@ -329,6 +329,23 @@ MUTANTS = [
         "        if False:\n",
         ["tests/test_config.py::test_a_key_set_without_plus_is_named_before_hydra_composes"],
     ),
+    Mutant(
+        "a sweep parent takes jobs on other data for jobs on the same",
+        "src/denselab/sweeps/summary.py",
+        "        if len(groups) == 1:\n",
+        "        if True:\n",
+        ["tests/test_datasets.py::test_a_sweep_says_whether_its_jobs_saw_the_same_data"],
+    ),
+    Mutant(
+        "a resumed run's system metrics start again at step 0",
+        "src/denselab/plan.py",
+        "resumed=self.resume is not None)",
+        "resumed=False)",
+        [
+            "tests/test_system_metrics.py::"
+            "test_a_run_records_cpu_and_memory_and_a_resumed_run_continues_the_series"
+        ],
+    ),
 ]
 
 

@@ -108,3 +108,23 @@ def test_parallel_jobs_train_with_their_share_of_the_cpus(tmp_path):
     at_once = min(2, cpus)
     assert single.data.tags["torch_threads"] == str(cpus)
     assert [c.data.tags["torch_threads"] for c in children] == [str(max(1, cpus // at_once))] * 2
+
+
+def test_a_sweep_parent_names_the_job_that_saw_other_data(tmp_path):
+    first = tmp_path / "tables" / "a"
+    write_image_table(first, n_train=80, n_valid=0, n_test=20)
+    other = shutil.copytree(first, tmp_path / "tables" / "other")
+    images = np.load(first / "images.npy")
+    images[0, 0, 0] = 255 - images[0, 0, 0]  # one pixel of one image
+    np.save(other / "images.npy", images)
+    sweep = ["-m", "data=image_table", "seed=1", *FAST[1:], f"data.dir={first},{other}"]
+    result = run_cli(sweep, tmp_path)
+    assert result.returncode == 0, said(result)
+
+    (parent,), children = sweep_runs(store(tmp_path), "image_table")
+    names = {c.data.tags["swept_values"].count("other"): c.info.run_name for c in children}
+    note = parent.data.tags["mlflow.note.content"]
+    assert parent.data.tags["data"] == "differs"
+    line = next(x for x in note.splitlines() if x.startswith("Not all jobs saw the same data"))
+    # One split holds the changed image: its two digests, each job's named apart.
+    assert line.count(f"{names[0]} | {names[1]}") + line.count(f"{names[1]} | {names[0]}") == 1

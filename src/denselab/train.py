@@ -86,6 +86,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
         trainer = build.build_trainer(cfg, run, checkpoint, callbacks, output_dir)
         parameters = count_parameters(model)
         log_run_settings(run, cfg, parameters, data.input_shape, threads, plan.resume is not None)
+        run.datasets(data)
         log.info("%s: %s parameters", plan.run_name, f"{parameters:,}")
         trainer.fit(model, datamodule=data, ckpt_path=plan.checkpoint)
         build.evaluate_best(trainer, model, data, checkpoint)

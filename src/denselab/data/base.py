@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -268,6 +269,11 @@ class ImageDataModule(pl.LightningDataModule):
                 ids = np.array(self.unlabeled.obs_ids, dtype=str)
                 self._digests["unlabeled"] = array_digest(self.unlabeled.x, ids)
         return dict(self._digests)
+
+    def source(self) -> tuple[str, str]:
+        """(MLflow's source type, where the data came from), for the run's datasets: the
+        files it was read from, or the code that made it."""
+        return "local", str(Path(self.dir).resolve())
 
     def content_digest(self) -> str:
         """The digest of everything a run sees of this dataset: its splits, hidden-label

@@ -18,6 +18,9 @@ class DigitsDataModule(ImageDataModule):
         super().__init__(**kwargs)
         self.test_fraction = test_fraction
 
+    def source(self) -> tuple[str, str]:
+        return "code", "sklearn.datasets.load_digits"
+
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
 

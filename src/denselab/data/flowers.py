@@ -145,6 +145,7 @@ class FlowersDataModule(ImageDataModule):
         self.mirrors = list(mirrors)
         self._images: Optional[np.ndarray] = None
         self._split_file: Optional[Path] = None
+        self._archive: Optional[Path] = None
 
     @property
     def cache_path(self) -> Path:
@@ -161,11 +162,17 @@ class FlowersDataModule(ImageDataModule):
         )
         found = fetch(self.resources, self.mirrors, Path(self.dir))
         archive, self._split_file = found[ARCHIVE], found[SPLITS_FILE]
+        self._archive = archive
         shape = (NUM_IMAGES, self.image_size, self.image_size, 3)
         images = load_cache(self.cache_path, archive, shape)
         if images is None:
             images = self._decode_and_cache(archive)
         self._images = images
+
+    def source(self) -> tuple[str, str]:
+        if self._archive is None:
+            return super().source()
+        return "local", f"{self._archive.resolve()}, {Path(self._split_file).resolve()}"
 
     def _decode_and_cache(self, archive: Path) -> np.ndarray:
         start = time.perf_counter()

@@ -180,6 +180,9 @@ class ImageTableDataModule(ImageDataModule):
     def class_labels(self) -> tuple[int, ...]:
         return self._class_labels
 
+    def source(self) -> tuple[str, str]:
+        return "local", f"{self.csv_path.resolve()}, {self.images_path.resolve()}"
+
     def load_splits(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """train, val and (if it has labelled rows) test; hidden rows go to ``unlabeled``.
 

@@ -30,6 +30,11 @@ class IdxDataModule(ImageDataModule):
             found = fetch(self.resources, self.mirrors, Path(self.dir), self.system_dirs)
             self._paths = [found[name] for name in self.resources]
 
+    def source(self) -> tuple[str, str]:
+        if not self._paths:
+            return super().source()
+        return "local", ", ".join(str(p.resolve()) for p in self._paths)
+
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         self.prepare_data()
         train_images, train_labels, test_images, test_labels = self._paths

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from denselab import overrides
 from denselab.sweeps import summary
 from denselab.sweeps.job import ALSO_TAG, BEST_TAG, KEY_TAG, PARENT_TAG, SWEPT_TAG, VALUES_TAG
+from denselab.tracking.datasets import CONTEXT_TAG
 from denselab.tracking.holder import holder_tags
 from denselab.tracking.params import CONFIG_TAG
 from denselab.tracking.runs import (
@@ -155,7 +156,11 @@ def close_sweep(sweep: Sweep, stopped: bool = False) -> str:
     if stopped:  # a signal: seconds to leave, so no summary; the next try of the sweep makes it
         client.set_terminated(parent_id, RunStatus.to_string(RunStatus.KILLED))
         return "KILLED"
-    table = summary.jobs_table(job_rows(sweep), sweep.swept)
+    rows = job_rows(sweep)
+    table = summary.jobs_table(rows, sweep.swept)
+    data = summary.data_note(rows, sweep.swept)
+    if data:
+        client.set_tag(parent_id, "data", "same" if data.startswith("All ") else "differs")
     client.log_dict(parent_id, _table_json(table), "tables/sweep_jobs.json")
     client.log_text(parent_id, table.to_csv(index=False), "tables/sweep_jobs.csv")
     for name, fig in summary.figures(table, sweep.swept).items():
@@ -173,7 +178,7 @@ def close_sweep(sweep: Sweep, stopped: bool = False) -> str:
     client.set_tag(
         parent_id,
         "mlflow.note.content",
-        summary.description(table, sweep.swept, sweep.command),
+        summary.description(table, sweep.swept, sweep.command, data),
     )
     status = summary.sweep_status(table)
     client.set_terminated(parent_id, status)
@@ -241,4 +246,10 @@ def _row(run, sweep: Sweep) -> dict[str, Any]:
         "params_total": int(run.data.params.get("params_total", 0)) or None,
         "duration_s": round((ended - started) / 1000, 1) if ended and started else None,
         "reused": tags.get(PARENT_TAG) != sweep.parent_id,
+        "datasets": {
+            tag.value: d.dataset.digest
+            for d in (run.inputs.dataset_inputs if run.inputs else [])
+            for tag in d.tags
+            if tag.key == CONTEXT_TAG
+        },
     }

@@ -145,9 +145,11 @@ def figures(table: pd.DataFrame, swept: Sequence[str]) -> dict[str, Figure]:
     return made
 
 
-def description(table: pd.DataFrame, swept: Sequence[str], command: str) -> str:
-    """The parent run's Overview (Markdown): the command, the counts, the best job, and
-    the table."""
+def description(
+    table: pd.DataFrame, swept: Sequence[str], command: str, data: str = ""
+) -> str:
+    """The parent run's Overview (Markdown): the best job, the command, the counts, whether
+    the jobs saw the same data (``data``, from :func:`data_note`), and the table."""
     counts = ", ".join(f"{n} {status}" for status, n in status_counts(table).items())
     reused = int(table["reused"].fillna(False).astype(bool).sum()) if "reused" in table else 0
     if reused:  # FINISHED runs of other sweeps with the same config and data, not run again
@@ -158,11 +160,54 @@ def description(table: pd.DataFrame, swept: Sequence[str], command: str) -> str:
         test = f", test/acc {best['test/acc']:.4f}" if best["test/acc"] == best["test/acc"] else ""
         lines += [f"**Best: {best['run_name']}**, {OBJECTIVE} {best[OBJECTIVE]:.4f}{test}", ""]
     lines += [f"**Sweep** `{command}`", "", f"**{len(table)} jobs**: {counts or 'none ran'}"]
+    if data:
+        lines += ["", data]
     header = ["run_name", *swept, "status", OBJECTIVE, "test/acc"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(_cell(row[c]) for c in header) + " |")
     return "\n".join(lines) + "\n"
+
+
+def data_note(rows: Sequence[dict[str, Any]], swept: Sequence[str]) -> str:
+    """Whether the jobs saw the same data, and per split (MLflow dataset context) where they
+    did not: the jobs whose digest is not the one most jobs had, or, with no such majority,
+    the jobs of each digest apart (``a, b | c``). ``rows`` carry ``datasets`` ({context:
+    digest}); jobs without (failed before their data loaded, or logged before datasets
+    were) are left out. Empty when no job says."""
+    known = [r for r in rows if r.get("datasets")]
+    if not known:
+        return ""
+    contexts = sorted({c for r in known for c in r["datasets"]}, key=_context_order)
+    parts = []
+    for context in contexts:
+        groups: dict[Any, list[str]] = {}
+        for r in known:
+            groups.setdefault(r["datasets"].get(context), []).append(str(r["run_name"]))
+        if len(groups) == 1:
+            continue
+        sizes = sorted((len(names) for names in groups.values()), reverse=True)
+        if sizes[0] > sizes[1]:  # a majority: name the others
+            common = max(groups.values(), key=len)
+            odd = [name for names in groups.values() if names is not common for name in names]
+            parts.append(f"{context}: {_names(odd)} (not as most jobs)")
+        else:
+            parts.append(f"{context}: " + " | ".join(_names(n) for n in groups.values()))
+    if not parts:
+        return f"All {len(known)} jobs saw the same data (each split's digest is equal)."
+    why = ""
+    if "seed" in swept and all(p.split(":")[0] in ("training", "validation") for p in parts):
+        why = " (the validation split is drawn with each job's seed)"
+    return f"Not all jobs saw the same data{why}; " + "; ".join(parts) + "."
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _context_order(context: str) -> int:
+    order = ("training", "validation", "test", "unlabeled")
+    return order.index(context) if context in order else len(order)
 
 
 def _cell(value: Any) -> str:

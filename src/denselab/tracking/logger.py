@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from denselab.tracking.datasets import split_datasets
 from denselab.tracking.signals import signals_held
 from denselab.tracking.store import sqlite_path
 
@@ -109,6 +110,15 @@ class RunLogger(MLFlowLogger):
         if new:
             super().log_metrics(new, step=step)
             self._history[step].update(new)
+
+    @rank_zero_only
+    @_signals_held_on_sqlite
+    def datasets(self, data) -> None:
+        """Log the splits of the set-up datamodule ``data`` as the run's MLflow datasets
+        (denselab.tracking.datasets). A resumed run's datasets are already there: MLflow
+        keeps one input of each."""
+        made = split_datasets(data)
+        self.experiment.log_inputs(self.run_id, datasets=[d.as_input() for d in made])
 
     def finalize(self, status: str = "success") -> None:
         # The run's end (FINISHED, FAILED, KILLED) is set once, by tracking.runs.run_status,

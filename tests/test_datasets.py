@@ -1,0 +1,103 @@
+"""A run's splits as MLflow datasets: read back through MlflowClient().get_run(id).inputs,
+with their contexts and digests, which change with a pixel or the seed and stay otherwise;
+and a sweep parent's sentence on whether its jobs saw the same data."""
+
+from __future__ import annotations
+
+import json
+
+from mlflow import MlflowClient
+
+from denselab.data.digits import DigitsDataModule
+from denselab.sweeps.summary import data_note
+from denselab.tracking.datasets import split_datasets
+from denselab.train import train
+
+
+def inputs(store_uri: str, run_id: str) -> dict[str, dict]:
+    """context -> the dataset's fields, as MLflow gives them back."""
+    run = MlflowClient(store_uri).get_run(run_id)
+    found = {}
+    for item in run.inputs.dataset_inputs:
+        (context,) = [t.value for t in item.tags if t.key == "mlflow.data.context"]
+        found[context] = {
+            "name": item.dataset.name,
+            "digest": item.dataset.digest,
+            "source_type": item.dataset.source_type,
+            "source": json.loads(item.dataset.source),
+            "profile": json.loads(item.dataset.profile),
+            "schema": json.loads(item.dataset.schema),
+        }
+    return found
+
+
+def test_each_split_is_a_dataset_of_the_run_whose_digest_follows_the_content(
+    compose_cfg, tmp_path, store_uri
+):
+    settings = [
+        "data=digits",
+        f"tracking.uri={store_uri}",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "callbacks=none",
+        "tracking.log_model=false",
+    ]
+    first = train(compose_cfg(settings), tmp_path / "a")
+    seen = inputs(store_uri, first.run_id)
+    assert set(seen) == {"training", "validation", "test"}
+    digests = first.datamodule.split_digests()
+    assert {c: seen[c]["digest"] for c in seen} == {
+        "training": digests["train"], "validation": digests["val"], "test": digests["test"]
+    }
+    test = seen["test"]
+    assert test["name"] == "digits" and test["source_type"] == "code"
+    assert test["source"] == {"uri": "sklearn.datasets.load_digits"}
+    assert test["profile"]["rows"] == len(first.datamodule.splits["test"])
+    assert sum(test["profile"]["rows_per_class"].values()) == test["profile"]["rows"]
+    assert test["profile"]["features_shape"][1:] == [8, 8] and "mlflow_tensorspec" in test["schema"]
+
+    again = inputs(store_uri, train(compose_cfg(settings), tmp_path / "b").run_id)
+    assert {c: d["digest"] for c, d in again.items()} == {c: d["digest"] for c, d in seen.items()}
+    other_seed = inputs(store_uri, train(compose_cfg([*settings, "seed=7"]), tmp_path / "c").run_id)
+    assert other_seed["test"]["digest"] == seen["test"]["digest"]  # the test split is fixed
+    for context in ("training", "validation"):  # drawn with the seed
+        assert other_seed[context]["digest"] != seen[context]["digest"]
+
+
+def test_one_pixel_changes_its_splits_digest_only():
+    data = DigitsDataModule(dir=".", seed=0)
+    data.setup()
+    before = {d.split: d.dataset.digest for d in split_datasets(data)}
+    data.splits["test"].x[0, 0, 0] += 0.5
+    data._digests = {}  # computed once per load: this load changed under it
+    after = {d.split: d.dataset.digest for d in split_datasets(data)}
+    assert after["test"] != before["test"]
+    assert after["train"] == before["train"] and after["val"] == before["val"]
+
+
+def row(name: str, training: str, validation: str = "v", test: str = "t") -> dict:
+    return {
+        "run_name": name,
+        "datasets": {"training": training, "validation": validation, "test": test},
+    }
+
+
+def test_a_sweep_says_whether_its_jobs_saw_the_same_data():
+    same = [row("a", "x"), row("b", "x"), row("c", "x")]
+    assert data_note(same, ["optimizer.lr"]) == (
+        "All 3 jobs saw the same data (each split's digest is equal)."
+    )
+    odd = [row("a", "x"), row("b", "y", test="u"), row("c", "x")]
+    assert data_note(odd, ["data.dir"]) == (
+        "Not all jobs saw the same data; training: b (not as most jobs); test: b (not as most "
+        "jobs)."
+    )
+    tie = [row("a", "x"), row("b", "y")]
+    assert data_note(tie, ["data.dir"]) == "Not all jobs saw the same data; training: a | b."
+    seeds = [row("seed=1", "x", "v1"), row("seed=2", "y", "v2")]
+    assert data_note(seeds, ["seed"]).startswith(
+        "Not all jobs saw the same data (the validation split is drawn with each job's seed)"
+    )
+    # Jobs that failed before their data loaded say nothing, and are left out.
+    assert data_note([*same, {"run_name": "d", "datasets": {}}], []).startswith("All 3 jobs")
+    assert data_note([{"run_name": "d", "datasets": {}}], []) == ""
