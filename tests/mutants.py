@@ -337,6 +337,16 @@ MUTANTS = [
         ["tests/test_datasets.py::test_a_sweep_says_whether_its_jobs_saw_the_same_data"],
     ),
     Mutant(
+        "a sweep over seeds is judged by its luckiest seed",
+        "src/denselab/sweeps/seeds.py",
+        'frame = frame.sort_values(f"{OBJECTIVE} mean", ascending=False, kind="stable")',
+        'frame = frame.sort_values(f"{OBJECTIVE} std", ascending=False, kind="stable")',
+        [
+            "tests/test_sweep_report.py::"
+            "test_seeds_are_repetitions_the_best_setting_has_the_best_mean_not_the_luckiest_seed"
+        ],
+    ),
+    Mutant(
         "a resumed run's system metrics start again at step 0",
         "src/denselab/plan.py",
         "resumed=self.resume is not None)",

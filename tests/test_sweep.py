@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 
+import numpy as np
 import pytest
 import yaml
 from helpers import (
@@ -77,7 +78,10 @@ def test_parallel_sweep_is_one_parent_with_its_children_and_a_rerun_runs_nothing
     best = max(children, key=lambda c: c.data.metrics["val/acc_best"])
     assert parent.data.tags["best_run_id"] == best.info.run_id
     assert best.data.tags.get("best_in_sweep") == parent.info.run_id
-    assert parent.data.metrics["val/acc_best"] == best.data.metrics["val/acc_best"]
+    # The seed alone is swept: the parent scores the one setting by its seeds' mean.
+    mean = np.mean([c.data.metrics["val/acc_best"] for c in children])
+    assert parent.data.metrics["val/acc_best"] == pytest.approx(mean)
+    assert parent.data.tags["best_setting_seeds"] == "4"
     assert parent.data.tags["jobs"] == "4 FINISHED" and "jobs/finished" not in parent.data.metrics
     figures = [a.path for a in client.list_artifacts(parent.info.run_id, "figures")]
     assert figures == ["figures/sweep_by_setting.png"]
@@ -91,6 +95,40 @@ def test_parallel_sweep_is_one_parent_with_its_children_and_a_rerun_runs_nothing
     assert parent_again.info.run_id == parent.info.run_id
     assert parent_again.info.status == "FINISHED"
     assert {c.info.run_id for c in children_again} == {c.info.run_id for c in children}
+
+
+def test_a_sweep_over_seeds_judges_each_setting_by_its_mean(tmp_path):
+    result = run_cli(["-m", "optimizer.lr=0.01,0.05", "seed=1,2,3", *FAST], tmp_path)
+    assert result.returncode == 0, said(result)
+    client = store(tmp_path)
+    (parent,), children = sweep_runs(client)
+    by_lr: dict[str, list] = {}
+    for child in children:
+        lr = json.loads(child.data.tags["swept_values"])["optimizer.lr"]
+        by_lr.setdefault(lr, []).append(child)
+    path = client.download_artifacts(
+        parent.info.run_id, "tables/sweep_settings.json", str(tmp_path)
+    )
+    data = json.loads(open(path).read())
+    settings = [dict(zip(data["columns"], row)) for row in data["data"]]
+    assert len(settings) == 2
+    for setting in settings:  # each as recomputed from its children
+        runs = by_lr[setting["optimizer.lr"]]
+        for score in ("val/acc_best", "test/acc"):
+            values = np.array([r.data.metrics[score] for r in runs])
+            assert setting["n"] == 3
+            assert setting[f"{score} mean"] == pytest.approx(values.mean())
+            assert setting[f"{score} std"] == pytest.approx(values.std(ddof=1))
+    means = {lr: np.mean([r.data.metrics["val/acc_best"] for r in rs]) for lr, rs in by_lr.items()}
+    best = max(means, key=means.get)
+    assert parent.data.tags["best_setting"] == f"optimizer.lr={best}"
+    assert set(parent.data.tags["best_setting_runs"].split(",")) == {
+        r.info.run_id for r in by_lr[best]
+    }
+    assert parent.data.metrics["val/acc_best"] == pytest.approx(means[best])
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**Best setting: optimizer.lr={best}**")
+    assert parent.data.tags["best_run_id"] in parent.data.tags["best_setting_runs"]
 
 
 def test_a_failing_job_does_not_stop_the_others_and_the_summary_shows_it(tmp_path):

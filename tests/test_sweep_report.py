@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 
 from denselab.config import register_schemas
 from denselab.sweeps import parent as sweep
+from denselab.sweeps import seeds
 from denselab.sweeps import summary as sweep_report
 from denselab.sweeps.job import swept_values
 from denselab.tracking.params import config_hash
@@ -180,3 +182,47 @@ def test_jobs_at_once_follows_the_launcher():
     assert sweep.jobs_at_once(parallel) == machine_cpus()
     two = sweep_config(["seed=1,2"], ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"])
     assert sweep.jobs_at_once(two) == 2
+
+
+def seed_rows(scores: dict[str, list[float]]) -> list[dict]:
+    """Jobs of a sweep over optimizer.lr and seed: ``{lr: [val/acc_best of seed 1, 2, ...]}``."""
+    made = []
+    for lr, values in scores.items():
+        for seed, val in enumerate(values, start=1):
+            (row,) = rows((lr, "FINISHED", val))
+            row.update(run_name=f"seed={seed} lr={lr}", run_id=f"{lr}-{seed}", seed=str(seed))
+            made.append(row)
+    return made
+
+
+def test_seeds_are_repetitions_the_best_setting_has_the_best_mean_not_the_luckiest_seed():
+    # lr 0.5 has the single best seed (0.99) but the lower mean: the trap of the best child.
+    scores = {"0.1": [0.90, 0.91, 0.92], "0.5": [0.99, 0.70, 0.72]}
+    swept = ["optimizer.lr", "seed"]
+    table = sweep_report.jobs_table(seed_rows(scores), swept)
+    by_seeds = seeds.seed_table(table, swept)
+    assert list(by_seeds["setting"]) == ["optimizer.lr=0.1", "optimizer.lr=0.5"]
+    for _, setting in by_seeds.iterrows():
+        values = np.array(scores[setting["optimizer.lr"]])
+        assert setting["n"] == 3 and setting["seeds"] == "1,2,3"
+        assert setting["val/acc_best mean"] == pytest.approx(values.mean())
+        assert setting["val/acc_best std"] == pytest.approx(values.std(ddof=1))
+        assert setting["test/acc mean"] == pytest.approx((values - 0.01).mean())
+    best = seeds.best_setting(by_seeds)
+    assert best["setting"] == "optimizer.lr=0.1" and best["run_ids"] == "0.1-1,0.1-2,0.1-3"
+    text = sweep_report.description(table, swept, "denselab-train -m lr=0.1,0.5 seed=1,2,3")
+    assert text.splitlines()[0] == (
+        "**Best setting: optimizer.lr=0.1**, mean val/acc_best 0.9100 ± 0.0100, test/acc "
+        "0.9000 ± 0.0100 over 3 seeds"
+    )
+    assert "| optimizer.lr=0.5 | 3 | 0.8033 | 0.1620 |" in text
+    (panel,) = sweep_report.figures(table, swept)["sweep_by_setting"].axes
+    assert panel.get_xlabel() == "optimizer.lr" and panel.containers  # the error bars
+
+
+def test_without_a_swept_seed_nothing_is_aggregated():
+    table = sweep_report.jobs_table(rows(("0.1", "FINISHED", 0.8)), ["optimizer.lr"])
+    assert seeds.seed_table(table, ["optimizer.lr"]) is None
+    alone = sweep_report.jobs_table(seed_rows({"0.1": [0.8, 0.9]}), ["seed"])
+    (only,) = seeds.seed_table(alone, ["seed"]).itertuples()
+    assert only.setting == "(every job)" and only.n == 2

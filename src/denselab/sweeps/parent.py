@@ -23,13 +23,13 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
 from denselab import overrides
-from denselab.sweeps import summary
+from denselab.sweeps import seeds, summary
 from denselab.sweeps.job import ALSO_TAG, BEST_TAG, KEY_TAG, PARENT_TAG, SWEPT_TAG, VALUES_TAG
 from denselab.tracking.datasets import CONTEXT_TAG
 from denselab.tracking.holder import holder_tags
@@ -46,6 +46,9 @@ from denselab.tracking.store import get_or_create_experiment, open_store
 from denselab.training.threads import machine_cpus
 
 log = logging.getLogger("denselab")
+
+# On each run of a seed sweep's best setting: the parent that chose it.
+BEST_SETTING_TAG = "best_setting_in_sweep"
 
 # -- what a sweep is -------------------------------------------------------------------
 
@@ -167,12 +170,16 @@ def close_sweep(sweep: Sweep, stopped: bool = False) -> str:
         client.log_figure(parent_id, fig, f"figures/{name}.png", save_kwargs={"dpi": 100})
     # Counts are tags, not metrics: metrics would make the UI's charts of every run.
     counts = summary.status_counts(table)
-    best = summary.best_job(table)
+    setting = _log_seeds(client, parent_id, table, sweep.swept)
+    if setting is not None:  # the best job is the best seed of the best setting
+        best = summary.best_job(table[table["run_id"].isin(setting["run_ids"].split(","))])
+    else:
+        best = summary.best_job(table)
     if best is not None:
         client.set_tag(parent_id, "best_run_id", best["run_id"])
         client.set_tag(parent_id, "best_run_name", best["run_name"])
         client.set_tag(best["run_id"], BEST_TAG, parent_id)
-        for metric in (summary.OBJECTIVE, "test/acc"):
+        for metric in (summary.OBJECTIVE, "test/acc") if setting is None else ():
             if best[metric] == best[metric]:  # not NaN
                 client.log_metric(parent_id, metric, float(best[metric]))
     client.set_tag(
@@ -185,12 +192,41 @@ def close_sweep(sweep: Sweep, stopped: bool = False) -> str:
     said = ", ".join(f"{n} {s}" for s, n in counts.items())
     client.set_tag(parent_id, "jobs", said)
     message = f"Sweep {status}: {len(table)} jobs ({said})"
-    if best is not None:
+    if setting is not None:
+        message += (
+            f"; best setting by mean val/acc_best: {setting['setting']} "
+            f"({setting['val/acc_best mean']:.4f} over {setting['n']} seeds)"
+        )
+    elif best is not None:
         message += f"; best by val/acc_best: {best['run_name']} ({best['val/acc_best']:.4f})"
     log.info(message)
     address = run_address(client.tracking_uri, sweep.experiment_id, parent_id)
     log.info("The sweep in the MLflow UI: %s", address)
     return status
+
+
+def _log_seeds(client, parent_id: str, table, swept) -> Optional[Any]:
+    """A sweep over the seed: its settings over their seeds (tables/sweep_settings.json), the
+    best one by mean val/acc_best tagged on the parent and on its seeds' runs, and its means
+    and standard deviations as the parent's metrics. Returns the best setting's row."""
+    by_seeds = seeds.seed_table(table, swept)
+    if by_seeds is None:
+        return None
+    client.log_dict(parent_id, _table_json(by_seeds), "tables/sweep_settings.json")
+    setting = seeds.best_setting(by_seeds)
+    if setting is None:
+        return None
+    client.set_tag(parent_id, "best_setting", setting["setting"])
+    client.set_tag(parent_id, "best_setting_runs", setting["run_ids"])
+    for run_id in setting["run_ids"].split(","):
+        client.set_tag(run_id, BEST_SETTING_TAG, parent_id)
+    for score in seeds.SCORES:
+        for stat, suffix in (("mean", ""), ("std", "_std")):
+            value = setting[f"{score} {stat}"]
+            if value == value:  # not NaN
+                client.log_metric(parent_id, f"{score}{suffix}", float(value))
+    client.set_tag(parent_id, "best_setting_seeds", str(setting["n"]))
+    return setting
 
 
 def _table_json(table) -> dict:

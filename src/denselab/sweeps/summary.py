@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from denselab.sweeps import seeds
+
 OBJECTIVE = "val/acc_best"  # what a sweep ranks its jobs by: a validation score, never test
 COLUMNS = (
     "run_name", "run_id", "status", "val/acc_best", "test/acc", "params_total", "duration_s",
@@ -94,6 +96,43 @@ def by_setting(table: pd.DataFrame, swept: Sequence[str]) -> Figure:
     return fig
 
 
+def spread_figure(table: pd.DataFrame, swept: Sequence[str]) -> Figure:
+    """A sweep over seeds: one panel per setting key (the seed's alone when nothing else is
+    swept), each seed's ``val/acc_best`` as a faint point, and each value's mean with one
+    standard deviation (n - 1) either side."""
+    import matplotlib as mpl
+
+    done = table[(table["status"] == "FINISHED") & table[OBJECTIVE].notna()]
+    keys = seeds.settings_of(swept) or [seeds.SEED]
+    fig = Figure(figsize=(4.2 * len(keys), 3.6), layout="constrained")
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(1, len(keys), i + 1)
+        x, labels, log = _positions(done[key])
+        y = done[OBJECTIVE].astype(float).to_numpy()
+        ax.scatter(x, y, s=24, color="tab:blue", alpha=0.35, label="one seed")
+        if key != seeds.SEED:
+            groups = pd.DataFrame({"x": x, "y": y}).groupby("x")["y"]
+            mean, std = groups.mean(), groups.std(ddof=1).fillna(0.0)
+            ax.errorbar(mean.index, mean, yerr=std, fmt="o", color="tab:red", capsize=4,
+                        label="mean ± std")
+        else:  # the seed alone: its mean and spread as a band across the seeds
+            mean, std = float(np.mean(y)), float(np.std(y, ddof=1)) if len(y) > 1 else 0.0
+            ax.axhline(mean, color="tab:red", label="mean ± std")
+            ax.axhspan(mean - std, mean + std, color="tab:red", alpha=0.12)
+        if labels is not None:
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        if log:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(mpl.ticker.NullFormatter())
+        ax.set_xlabel(key)
+        ax.set_ylabel(OBJECTIVE if i == 0 else "")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"{OBJECTIVE} by setting over seeds ({len(done)} jobs)")
+    return fig
+
+
 def parallel_coordinates(table: pd.DataFrame, swept: Sequence[str]) -> Figure:
     """Every job as a line through one axis per swept setting and a last one for
     ``val/acc_best``, coloured by it: which combinations do well, at a glance."""
@@ -139,7 +178,8 @@ def figures(table: pd.DataFrame, swept: Sequence[str]) -> dict[str, Figure]:
     three swept settings up. Nothing when nothing was swept or nothing scored."""
     if not swept or not table[OBJECTIVE].notna().any():
         return {}
-    made = {"sweep_by_setting": by_setting(table, swept)}
+    draw = spread_figure if seeds.seeded(swept) else by_setting
+    made = {"sweep_by_setting": draw(table, swept)}
     if len(swept) >= 3:
         made["sweep_parallel"] = parallel_coordinates(table, swept)
     return made
@@ -148,20 +188,32 @@ def figures(table: pd.DataFrame, swept: Sequence[str]) -> dict[str, Figure]:
 def description(
     table: pd.DataFrame, swept: Sequence[str], command: str, data: str = ""
 ) -> str:
-    """The parent run's Overview (Markdown): the best job, the command, the counts, whether
-    the jobs saw the same data (``data``, from :func:`data_note`), and the table."""
+    """The parent run's Overview (Markdown): the best setting over its seeds (a sweep over
+    the seed) or the best job, the command, the counts, whether the jobs saw the same data
+    (``data``, from :func:`data_note`), the settings over their seeds, and the table."""
     counts = ", ".join(f"{n} {status}" for status, n in status_counts(table).items())
     reused = int(table["reused"].fillna(False).astype(bool).sum()) if "reused" in table else 0
     if reused:  # FINISHED runs of other sweeps with the same config and data, not run again
         counts += f" ({reused} reused from earlier sweeps)"
     best = best_job(table)
+    by_seeds = seeds.seed_table(table, swept)
+    setting = seeds.best_setting(by_seeds)
     lines = []
-    if best is not None:  # first: the UI shows a description's first lines only
+    if setting is not None:  # first: the UI shows a description's first lines only
+        lines += [seeds.summary_line(setting), ""]
+    elif best is not None:
         test = f", test/acc {best['test/acc']:.4f}" if best["test/acc"] == best["test/acc"] else ""
         lines += [f"**Best: {best['run_name']}**, {OBJECTIVE} {best[OBJECTIVE]:.4f}{test}", ""]
     lines += [f"**Sweep** `{command}`", "", f"**{len(table)} jobs**: {counts or 'none ran'}"]
     if data:
         lines += ["", data]
+    if by_seeds is not None and len(by_seeds):
+        header = ["setting", "n", *[f"{s} {a}" for s in seeds.SCORES for a in ("mean", "std")]]
+        lines += ["", "**Over seeds**", "", "| " + " | ".join(header) + " |"]
+        lines += ["|" + " --- |" * len(header)]
+        for _, row in by_seeds.iterrows():
+            lines.append("| " + " | ".join(_cell(row[c]) for c in header) + " |")
+        lines += ["", "**Jobs**"]
     header = ["run_name", *swept, "status", OBJECTIVE, "test/acc"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for _, row in table.iterrows():
