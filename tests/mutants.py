@@ -347,6 +347,20 @@ MUTANTS = [
         ],
     ),
     Mutant(
+        "a rerun keeps its original's seed only by chance",
+        "src/denselab/tracking/rerun.py",
+        "    run_cfg.rerun = run.info.run_id\n",
+        "    run_cfg.rerun = run.info.run_id\n    run_cfg.seed = run_cfg.seed + 1\n",
+        ["tests/test_rerun.py::test_a_rerun_is_a_new_run_that_reproduces_the_original_on_the_cpu"],
+    ),
+    Mutant(
+        "a run from a checkout with local edits does not say so",
+        "src/denselab/tracking/code_state.py",
+        "    if not patch and not untracked:\n",
+        "    if True:\n",
+        ["tests/test_rerun.py::test_uncommitted_changes_are_a_patch_that_git_applies"],
+    ),
+    Mutant(
         "a resumed run's system metrics start again at step 0",
         "src/denselab/plan.py",
         "resumed=self.resume is not None)",

@@ -372,6 +372,8 @@ class RunSchema:
     # An MLflow run id, or "last" (the experiment's newest unfinished run): continue that run
     # with its own settings (README, "When things go wrong").
     resume: Optional[str] = None
+    # An MLflow run id: a new run with that run's logged settings (README, "Reruns").
+    rerun: Optional[str] = None
 
 
 # Group -> option name -> schema. A YAML option selects its schema by this path
@@ -422,6 +424,11 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             "optimizer.nesterov=true needs optimizer.momentum > 0; "
             "set a momentum or nesterov=false."
+        )
+    if cfg.get("rerun") and cfg.get("resume"):
+        raise ConfigError(
+            f"rerun={cfg.rerun} and resume={cfg.resume} ask for a new run and for continuing "
+            "one; give one of the two."
         )
     if cfg.tracking.get("register_as") and not cfg.tracking.get("log_model", True):
         raise ConfigError(

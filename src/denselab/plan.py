@@ -25,8 +25,10 @@ from denselab.data.base import ImageDataModule
 from denselab.errors import ConfigError
 from denselab.overrides import override_keys
 from denselab.sweeps.job import SweepJob, sweep_job
+from denselab.tracking.code_state import log_code_state
 from denselab.tracking.logger import RunLogger
 from denselab.tracking.params import config_hash
+from denselab.tracking.rerun import RERUN_TAG, prepare_rerun
 from denselab.tracking.resume import Resume, may_change, prepare_resume, refuse_other_data
 from denselab.tracking.runs import run_name, run_status, start_run, tracking_uri
 from denselab.tracking.store import Store
@@ -74,12 +76,15 @@ class RunPlan:
         if run_id is not None:  # not rank zero: rank zero created the run and ends it
             yield instantiate(self.cfg.logger, tracking_uri=self.store.uri, run_id=run_id)
             return
+        tags = self.job.tags() if self.job else {}
+        if self.cfg.get("rerun"):
+            tags[RERUN_TAG] = self.cfg.rerun
         client, run_id, uri = start_run(
             self.cfg,
             self.data_digest,
             self.overrides,
             self.resume.run_id if self.resume else None,
-            tags=self.job.tags() if self.job else None,
+            tags=tags,
             name=self.run_name if self.job else None,
             store=self.store,
         )
@@ -87,7 +92,18 @@ class RunPlan:
         log.info("MLflow run %s (%s) in %s", run_id, self.run_name, uri)
         with run_status(client, run_id, self.checkpoint_dir / "last.ckpt"):
             with self._system_metrics(run_id, uri):
-                yield instantiate(self.cfg.logger, tracking_uri=uri, run_id=run_id)
+                run = instantiate(self.cfg.logger, tracking_uri=uri, run_id=run_id)
+                self._log_origin(run)
+                yield run
+
+    def _log_origin(self, run: RunLogger) -> None:
+        """Where the run came from, beyond its settings: the run it reruns, and the code it
+        runs on (package versions; uncommitted changes, which its description names)."""
+        if self.cfg.get("rerun"):
+            run.description_notes.append(f"**Rerun of** run `{self.cfg.rerun}`")
+        code = log_code_state(run)
+        if code:
+            run.description_notes.append(code)
 
     def _system_metrics(self, run_id: str, uri: str) -> contextlib.AbstractContextManager:
         tracking = self.cfg.tracking
@@ -104,7 +120,7 @@ def plan_run(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> Run
     store = Store(tracking_uri(cfg))
     job = sweep_job(cfg, overrides, store) if not cfg.get("resume") else None
     resume = prepare_resume(cfg, overrides, output_dir, store)
-    cfg = resume.cfg if resume else cfg
+    cfg = resume.cfg if resume else (prepare_rerun(cfg, overrides, store) or cfg)
     quiet_irrelevant_warnings()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg)

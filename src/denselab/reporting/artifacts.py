@@ -177,10 +177,12 @@ def run_description(
     history: pd.DataFrame,
     figure_paths: Sequence[str],
     parameters: Optional[int] = None,
+    notes: Sequence[str] = (),
 ) -> str:
     """The run's Overview in MLflow (Markdown): the result in one line (where the UI shows a
     description's first lines only), accuracy by split, the three most confused pairs of
-    ``scored``'s split, the best epoch, and the figures to look at."""
+    ``scored``'s split, the best epoch, the figures to look at, and ``notes`` (where the
+    run came from: a rerun, uncommitted code)."""
     lines = [result_line(accuracy, history, parameters), ""]
     lines += ["**Accuracy by split** (best checkpoint)", "", "| split | images | accuracy | loss |"]
     lines.append("| --- | ---: | ---: | ---: |")
@@ -200,6 +202,8 @@ def run_description(
         ]
     if figure_paths:
         lines += ["", "**Figures** (Artifacts): " + ", ".join(f"`{p}`" for p in figure_paths)]
+    for note in notes:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 

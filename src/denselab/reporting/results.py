@@ -30,7 +30,11 @@ def report_run(run: RunLogger, evaluator: Evaluator, checkpoint_path: str = "") 
     scored = evaluator.evaluation(evaluator.splits[-1])  # test, where the data has one
     history = run.history(CURVE_METRICS)
     parameters = count_parameters(evaluator.model)
-    run.describe(report.run_description(table, scored, history, run.figure_paths, parameters))
+    run.describe(
+        report.run_description(
+            table, scored, history, run.figure_paths, parameters, run.description_notes
+        )
+    )
     log.info("Accuracy by split (best checkpoint):\n%s", table.to_string(index=False))
     address = run_address(run.tracking_uri, run.experiment_id, run.run_id)
     log.info("The run in the MLflow UI: %s", address)

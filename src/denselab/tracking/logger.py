@@ -83,6 +83,7 @@ class RunLogger(MLFlowLogger):
         self._history: dict[int, dict[str, float]] = defaultdict(dict)
         self._loaded = False  # the points a resumed run already has: read once, lazily
         self.figure_paths: list[str] = []  # what this run shows, for its description
+        self.description_notes: list[str] = []  # lines its description ends with
 
     @property
     def tracking_uri(self) -> str:

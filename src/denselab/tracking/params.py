@@ -17,6 +17,7 @@ CONFIG_TAG = "config_hash"
 # own (config.yaml, logged to every run, holds the whole config).
 PLUMBING_GROUPS = ("tracking", "logger", "checkpoint", "callbacks", "hydra")
 PLUMBING_KEYS = (
+    "rerun",  # where the settings came from, not what they are (tag rerun_of)
     "data.dir",
     "data.csv",
     "data.images",

@@ -35,6 +35,7 @@ log = logging.getLogger("denselab")
 # what is trained. A key names itself and everything below it.
 MAY_CHANGE = (
     "resume",
+    "rerun",
     "trainer.max_epochs",
     "trainer.enable_progress_bar",
     "trainer.accelerator",
@@ -91,7 +92,19 @@ def prepare_resume(
     run = find_run(client, str(wanted), experiment_name(cfg), uri)
     run_id = run.info.run_id
     refuse_if_alive(run)
-    run_cfg = merged_config(logged_config(client, run), cfg, overrides)
+    run_cfg = run_config(client, run, cfg, overrides, uri, f"resume={wanted}")
+    run_cfg.resume = run_id
+    checkpoint, checkpoint_dir = locate_checkpoint(client, run, output_dir)
+    digest = run.data.tags.get(DATA_TAG) or None
+    return Resume(run_id, run_cfg, checkpoint, checkpoint_dir, digest)
+
+
+def run_config(
+    client: MlflowClient, run: Run, cfg: DictConfig, overrides: Sequence[str], uri: str, asked: str
+) -> DictConfig:
+    """The settings ``run`` logged, with the overrides MAY_CHANGE allows, in the store at
+    ``uri`` wherever the command runs, and its data where it found it."""
+    run_cfg = merged_config(logged_config(client, run, asked), cfg, overrides, asked)
     run_cfg.tracking.uri = uri  # the store it was found in, wherever the command runs
     start_dir = run.data.tags.get("start_dir")
     if (
@@ -100,10 +113,7 @@ def prepare_resume(
         and "data.dir" not in override_keys(overrides)
     ):
         run_cfg.data.dir = str(Path(start_dir) / run_cfg.data.dir)  # the data it trained on
-    run_cfg.resume = run_id
-    checkpoint, checkpoint_dir = locate_checkpoint(client, run, output_dir)
-    digest = run.data.tags.get(DATA_TAG) or None
-    return Resume(run_id, run_cfg, checkpoint, checkpoint_dir, digest)
+    return run_cfg
 
 
 def refuse_other_data(resume: Resume, data_digest: str) -> None:
@@ -200,24 +210,30 @@ def _moved(target: Any) -> Any:
     return target
 
 
-def logged_config(client: MlflowClient, run: Run) -> DictConfig:
+def logged_config(client: MlflowClient, run: Run, asked: str = "") -> DictConfig:
     """The settings the run logged (``config.yaml``, interpolations resolved), with the
-    classes it names where they live today."""
+    classes it names where they live today. ``asked``: the command's words, for errors
+    (default ``resume=<id>``)."""
+    asked = asked or f"resume={run.info.run_id}"
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = client.download_artifacts(run.info.run_id, "config.yaml", tmp)
         except (MlflowException, OSError):
             raise ConfigError(
-                f"resume={run.info.run_id}: the run logged no config.yaml (it stopped before "
-                "its settings were recorded), so it cannot be continued; start a new run."
+                f"{asked}: the run logged no config.yaml (it stopped before its settings were "
+                "recorded), so its settings are unknown; start a new run."
             ) from None
         logged = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
         return OmegaConf.create(current_targets(logged))
 
 
-def merged_config(run_cfg: DictConfig, cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+def merged_config(
+    run_cfg: DictConfig, cfg: DictConfig, overrides: Sequence[str], asked: str = ""
+) -> DictConfig:
     """``run_cfg`` with the command line's overrides that MAY_CHANGE allows; any other one that
-    changes a setting is refused, naming it."""
+    changes a setting is refused, naming it. ``asked``: the command's words, for errors
+    (default ``resume=<id>``)."""
+    asked = asked or f"resume={cfg.resume}"
     merged = run_cfg.copy()
     for key in override_keys(overrides):
         new = _as_container(OmegaConf.select(cfg, key))
@@ -225,16 +241,17 @@ def merged_config(run_cfg: DictConfig, cfg: DictConfig, overrides: Sequence[str]
         if may_change(key):
             if key == "trainer.max_epochs" and old is not None and new < old:
                 raise ConfigError(
-                    f"resume={cfg.resume} may raise trainer.max_epochs, not lower it "
+                    f"{asked} may raise trainer.max_epochs, not lower it "
                     f"(from {old} to {new}); leave it at {old} or more."
                 )
             OmegaConf.update(merged, key, new, force_add=True)
             if key == "data.dir" and old is not None:
                 _follow_the_folder(merged, str(old), str(new), override_keys(overrides))
         elif _what_is_trained(key, new) != _what_is_trained(key, old):
+            fix = "resume=" if asked.startswith("resume=") else "rerun= (and set it there)"
             raise ConfigError(
-                f"resume={cfg.resume} cannot change {key} (from {old} to {new}): that would "
-                "be a different run; drop the override, or start a new run without resume=."
+                f"{asked} cannot change {key} (from {old} to {new}): that would "
+                f"be a different run; drop the override, or start a new run without {fix}."
             )
     return merged
 
