@@ -101,3 +101,24 @@ def test_a_sweep_says_whether_its_jobs_saw_the_same_data():
     # Jobs that failed before their data loaded say nothing, and are left out.
     assert data_note([*same, {"run_name": "d", "datasets": {}}], []).startswith("All 3 jobs")
     assert data_note([{"run_name": "d", "datasets": {}}], []) == ""
+
+
+def test_the_runs_model_carries_its_scores_linked_to_their_splits(compose_cfg, tmp_path, store_uri):
+    # MLflow 3 links a score to a dataset only as a logged model's metric.
+    cfg = compose_cfg(
+        ["data=digits", f"tracking.uri={store_uri}", "trainer.max_epochs=1", "callbacks=none",
+         "trainer.enable_progress_bar=false"]
+    )
+    result = train(cfg, tmp_path / "out")
+    client = MlflowClient(store_uri)
+    run = client.get_run(result.run_id)
+    (output,) = run.outputs.model_outputs
+    linked = {m.key: m for m in client.get_logged_model(output.model_id).metrics}
+    digests = result.datamodule.split_digests()
+    assert {k: (m.dataset_name, m.dataset_digest) for k, m in linked.items()} == {
+        "val/acc_best": ("digits", digests["val"]),
+        "test/acc": ("digits", digests["test"]),
+        "test/loss": ("digits", digests["test"]),
+    }
+    assert linked["test/acc"].value == run.data.metrics["test/acc"]
+    assert len(client.get_metric_history(result.run_id, "test/acc")) == 1  # not doubled

@@ -71,6 +71,7 @@ def log_run_model(run, evaluator, register_as: Optional[str] = None) -> str:
             )
 
     model_id = run.model(save, MODEL_NAME)
+    run.link_model_scores(model_id)
     log.info("Logged the best network as runs:/%s/%s", run.run_id, MODEL_NAME)
     if register_as:
         score = float(evaluator.model.val_acc_best)

@@ -3,8 +3,9 @@
 the dataset, with where it came from, the digest of its content (see
 :mod:`denselab.data.digest`: one pixel, one label or another validation seed changes it) and
 what it holds (shape, pixel type, classes, rows per class). MLflow shows them in the run's
-"Datasets used" and the runs table's Dataset column. (MLflow 3 links metrics to a dataset
-only as a logged model's metrics, not a run's: the splits' scores stay the run's.)
+"Datasets used" and the runs table's Dataset column. MLflow 3 links a score to a dataset only
+as a logged model's metric: the run's model carries its scores so linked
+(:meth:`denselab.tracking.logger.RunLogger.link_model_scores`).
 """
 
 from __future__ import annotations

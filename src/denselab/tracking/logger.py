@@ -26,6 +26,8 @@ from denselab.tracking.signals import signals_held
 from denselab.tracking.store import sqlite_path
 
 DPI = 100
+# A model's scores, by the split each was computed on (denselab.tracking.datasets).
+MODEL_SCORES = {"val/acc_best": "val", "test/acc": "test", "test/loss": "test"}
 
 
 
@@ -84,6 +86,7 @@ class RunLogger(MLFlowLogger):
         self._loaded = False  # the points a resumed run already has: read once, lazily
         self.figure_paths: list[str] = []  # what this run shows, for its description
         self.description_notes: list[str] = []  # lines its description ends with
+        self._datasets: dict = {}  # split -> its MLflow dataset, once logged
 
     @property
     def tracking_uri(self) -> str:
@@ -120,6 +123,31 @@ class RunLogger(MLFlowLogger):
         keeps one input of each."""
         made = split_datasets(data)
         self.experiment.log_inputs(self.run_id, datasets=[d.as_input() for d in made])
+        self._datasets = {d.split: d.dataset for d in made}
+
+    @rank_zero_only
+    @_signals_held_on_sqlite
+    def link_model_scores(self, model_id: str) -> None:
+        """The model's scores (``val/acc_best``, ``test/acc``, ``test/loss``: the run's last
+        points) as the logged model's metrics, each linked to the split's dataset it was
+        computed on: where MLflow 3 links a score to a dataset. The same points again, so
+        the run's own histories keep one point a step."""
+        from mlflow.entities import Metric
+
+        points = []
+        for key, split in MODEL_SCORES.items():
+            dataset = self._datasets.get(split)
+            history = self.experiment.get_metric_history(self.run_id, key) if dataset else []
+            if history:
+                last = max(history, key=lambda m: (m.step, m.timestamp))
+                points.append(
+                    Metric(
+                        key, last.value, last.timestamp, last.step, model_id=model_id,
+                        dataset_name=dataset.name, dataset_digest=dataset.digest,
+                    )
+                )
+        if points:
+            self.experiment.log_batch(self.run_id, metrics=points)
 
     def finalize(self, status: str = "success") -> None:
         # The run's end (FINISHED, FAILED, KILLED) is set once, by tracking.runs.run_status,
