@@ -90,10 +90,11 @@ def test_a_default_run_logs_every_figure_and_table(
     client, run = only_run(store_uri)  # one run: no figure went to a second, fluent one
     run_id = run.info.run_id
 
-    # No pass over the data per figure or table: 3 validation epochs (120 images), the test
-    # loop (200), then each split once for every figure, table and the accuracy table.
-    assert eval_passes[:4] == [120, 120, 120, 200]
-    assert sorted(eval_passes[4:]) == [120, 200, 480]
+    # No pass over the data per figure or table: Lightning's model summary (one example
+    # image), 3 validation epochs (120 images), the test loop (200), then each split once
+    # for every figure, table and the accuracy table.
+    assert eval_passes[:5] == [1, 120, 120, 120, 200]
+    assert sorted(eval_passes[5:]) == [120, 200, 480]
 
     assert artifact_files(client, run_id, "figures") == {f"{name}.png" for name in FIGURES}
     assert TABLES <= artifact_files(client, run_id, "tables")

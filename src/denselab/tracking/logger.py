@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -26,6 +27,7 @@ from denselab.tracking.signals import signals_held
 from denselab.tracking.store import sqlite_path
 
 DPI = 100
+SYSTEM_PREFIX = "system/"  # MLflow's system metrics (denselab.tracking.system_metrics)
 # A model's scores, by the split each was computed on (denselab.tracking.datasets).
 MODEL_SCORES = {"val/acc_best": "val", "test/acc": "test", "test/loss": "test"}
 
@@ -87,6 +89,7 @@ class RunLogger(MLFlowLogger):
         self.figure_paths: list[str] = []  # what this run shows, for its description
         self.description_notes: list[str] = []  # lines its description ends with
         self._datasets: dict = {}  # split -> its MLflow dataset, once logged
+        self._latest: dict = {}  # metric key -> its newest point (mlflow Metric)
 
     @property
     def tracking_uri(self) -> str:
@@ -112,8 +115,15 @@ class RunLogger(MLFlowLogger):
             step = max(self._history)
         new = {k: v for k, v in metrics.items() if k not in self._history.get(step, {})}
         if new:
-            super().log_metrics(new, step=step)
+            # MLFlowLogger.log_metrics, keeping each point's timestamp (denselab's keys need
+            # none of its renaming): link_model_scores logs the very same points again.
+            from mlflow.entities import Metric
+
+            timestamp = int(time.time() * 1000)
+            points = [Metric(key, value, timestamp, step) for key, value in new.items()]
+            self.experiment.log_batch(self.run_id, metrics=points, **self._log_batch_kwargs)
             self._history[step].update(new)
+            self._latest.update({point.key: point for point in points})
 
     @rank_zero_only
     @_signals_held_on_sqlite
@@ -134,12 +144,11 @@ class RunLogger(MLFlowLogger):
         the run's own histories keep one point a step."""
         from mlflow.entities import Metric
 
+        self._load_history()
         points = []
         for key, split in MODEL_SCORES.items():
-            dataset = self._datasets.get(split)
-            history = self.experiment.get_metric_history(self.run_id, key) if dataset else []
-            if history:
-                last = max(history, key=lambda m: (m.step, m.timestamp))
+            dataset, last = self._datasets.get(split), self._latest.get(key)
+            if dataset is not None and last is not None:
                 points.append(
                     Metric(
                         key, last.value, last.timestamp, last.step, model_id=model_id,
@@ -162,8 +171,13 @@ class RunLogger(MLFlowLogger):
         self._loaded = True
         client, run_id = self.experiment, self.run_id
         for key in client.get_run(run_id).data.metrics:
+            if key.startswith(SYSTEM_PREFIX):
+                continue  # the machine's samples (tracking.system_metrics), not training's
             for point in client.get_metric_history(run_id, key):
                 self._history[point.step][key] = point.value
+                held = self._latest.get(key)
+                if held is None or (point.step, point.timestamp) > (held.step, held.timestamp):
+                    self._latest[key] = point
 
     def history(self, keys: Sequence[str]) -> pd.DataFrame:
         """The values of ``keys`` this run logged, one column each, indexed by epoch."""
