@@ -10,6 +10,7 @@ Training goes on from the run's ``last.ckpt``: from the folder the run recorded 
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import tempfile
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from denselab.data.digest import DATA_TAG
-from denselab.errors import ConfigError, TrackingError
+from denselab.errors import CheckpointError, ConfigError, TrackingError
 from denselab.overrides import override_keys
 from denselab.tracking.holder import process_alive
 from denselab.tracking.runs import experiment_name, newest_run, tracking_uri
@@ -290,15 +291,24 @@ def locate_checkpoint(
     client: MlflowClient, run: Run, output_dir: Path
 ) -> tuple[Optional[Path], Path]:
     """(checkpoint to continue from, folder to write to): the run's own folder where it is on
-    this host, else the copy logged to the run, written on into this job's folder."""
+    this host, else the copy logged to the run, written on into this job's folder. A
+    checkpoint that does not load (cut short by a crash mid-write, a disk error) is named
+    and the next one tried; with none intact, the resume stops with the files tried."""
     run_id, tags = run.info.run_id, run.data.tags
     own_dir = Path(tags["checkpoint_dir"]) if tags.get("checkpoint_dir") else None
+    damaged: list[str] = []
     if own_dir and tags.get("host") == socket.gethostname() and (own_dir / LAST).is_file():
-        return _checked(own_dir / LAST, run_id), own_dir
-    new_dir = output_dir / "checkpoints"
+        try:
+            return _checked(own_dir / LAST, run_id), own_dir
+        except CheckpointError as err:
+            log.warning("%s Trying the copy logged to the run.", err)
+            damaged.append(f"{own_dir / LAST} ({_why(err)})")
+    new_dir = own_dir if damaged else output_dir / "checkpoints"
     try:
         copy = client.download_artifacts(run_id, f"{RESUME_ARTIFACT_DIR}/{LAST}", str(output_dir))
     except (MlflowException, OSError):
+        if damaged:
+            raise _no_intact_checkpoint(run_id, damaged + ["no copy logged to the run"]) from None
         log.warning(
             "Run %s has no checkpoint here (%s) nor a copy logged to it: it starts again from "
             "epoch 0, which gives the same result with the same seed.",
@@ -306,8 +316,26 @@ def locate_checkpoint(
             own_dir / LAST if own_dir else "no folder recorded",
         )
         return None, new_dir
+    try:
+        checked = _checked(Path(copy), run_id)
+    except CheckpointError as err:
+        raise _no_intact_checkpoint(run_id, [*damaged, f"the logged copy ({_why(err)})"]) from None
     log.info("Continuing from the checkpoint copy logged to the run (%s)", copy)
-    return _checked(Path(copy), run_id), new_dir
+    return checked, new_dir
+
+
+def _why(err: CheckpointError) -> str:
+    """What load_checkpoint found wrong, without the path it names first."""
+    found = re.search(r"\((.*)\)", str(err))
+    return found.group(1) if found else str(err)
+
+
+def _no_intact_checkpoint(run_id: str, tried: list[str]) -> CheckpointError:
+    return CheckpointError(
+        f"resume={run_id}: no intact checkpoint to continue from (tried {'; '.join(tried)}); "
+        "start the run anew without resume= (the same seed gives the same result), or use "
+        "its model, which holds its best epoch's weights."
+    )
 
 
 def _checked(path: Path, run_id: str) -> Path:
