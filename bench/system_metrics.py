@@ -1,10 +1,12 @@
-"""What MLflow's system metrics cost a run.
+"""What MLflow's system metrics and denselab's heartbeat cost a run.
 
 1. One sample, as the monitor thread takes it every ``tracking.system_metrics_interval``
    seconds: collect CPU, memory, disk and network, log them to a real sqlite store (flushed at
    once: the worst case), and read the run's status back. Prints its CPU and wall time and
    their share of one interval.
-2. With ``--course``: the course run (Fashion-MNIST from Debian's package, 784-128-10, 10
+2. One heartbeat (a tag written every ``tracking.heartbeat_interval``, 30 s): its CPU and
+   wall time and their share of one interval.
+3. With ``--course``: the course run (Fashion-MNIST from Debian's package, 784-128-10, 10
    epochs, every figure and the model) as whole processes with system metrics on and off,
    alternating, and the ratio of their median times.
 
@@ -48,6 +50,20 @@ def sample_cost(samples: int) -> tuple[float, float]:
         return statistics.median(cpu), statistics.median(wall)
 
 
+def beat_cost(samples: int) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one heartbeat on a sqlite store, median."""
+    with tempfile.TemporaryDirectory() as tmp:
+        client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+        run_id = client.create_run(client.create_experiment("bench")).info.run_id
+        cpu, wall = [], []
+        for _ in range(samples):
+            c0, w0 = time.thread_time(), time.perf_counter()
+            client.set_tag(run_id, "heartbeat", str(int(time.time())))
+            cpu.append(time.thread_time() - c0)
+            wall.append(time.perf_counter() - w0)
+        return statistics.median(cpu), statistics.median(wall)
+
+
 def course_seconds(system_metrics: bool) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         command = [
@@ -77,6 +93,11 @@ def main() -> None:
         f"one sample: {cpu * 1000:.1f} ms CPU, {wall * 1000:.1f} ms wall; every "
         f"{args.interval:g} s that is {cpu / args.interval:.2%} of one core "
         f"({wall / args.interval:.2%} of the time, if none of it overlapped training)"
+    )
+    cpu, wall = beat_cost(args.samples)
+    print(
+        f"one heartbeat: {cpu * 1000:.1f} ms CPU, {wall * 1000:.1f} ms wall; every 30 s "
+        f"that is {cpu / 30:.3%} of one core"
     )
     if args.course:
         on, off = [], []

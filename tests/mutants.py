@@ -361,6 +361,23 @@ MUTANTS = [
         ["tests/test_rerun.py::test_uncommitted_changes_are_a_patch_that_git_applies"],
     ),
     Mutant(
+        "a run on another host cannot be told dead by its heartbeat",
+        "src/denselab/tracking/holder.py",
+        "        return None if stale is None else not stale\n",
+        "        return None\n",
+        ["tests/test_holder.py::test_another_hosts_run_is_alive_while_its_heartbeat_is_fresh"],
+    ),
+    Mutant(
+        "a damaged last.ckpt ends the resume without trying the logged copy",
+        "src/denselab/tracking/resume.py",
+        "            damaged.append(f\"{own_dir / LAST} ({_why(err)})\")\n",
+        "            raise\n",
+        [
+            "tests/test_faults.py::"
+            "test_a_half_written_last_checkpoint_resumes_from_the_logged_copy"
+        ],
+    ),
+    Mutant(
         "a resumed run's system metrics start again at step 0",
         "src/denselab/plan.py",
         "resumed=self.resume is not None)",

@@ -113,7 +113,7 @@ def test_a_sigkilled_run_is_refused_while_alive_then_taken_over_by_resume_last(t
     try:
         alive = run_cli([f"resume={run_id}"], tmp_path)
         assert alive.returncode == 1
-        assert f"still RUNNING in process {proc.pid}" in alive.stdout + alive.stderr
+        assert f"is RUNNING, held by process {proc.pid} on host" in alive.stdout + alive.stderr
     finally:
         proc.kill()
         proc.communicate(timeout=60)

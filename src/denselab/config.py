@@ -264,6 +264,9 @@ class TrackingSchema:
     # well under 1 % of it (README, "What lands where").
     system_metrics: bool = True
     system_metrics_interval: float = setting(5.0, POSITIVE_NUMBER)
+    # A training run writes the time to its tag "heartbeat" this often (seconds); one whose
+    # heartbeat is 3 intervals old is dead wherever it ran, and resume may take it over.
+    heartbeat_interval: float = setting(30.0, POSITIVE_NUMBER)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from denselab.errors import ConfigError
 from denselab.overrides import override_keys
 from denselab.sweeps.job import SweepJob, sweep_job
 from denselab.tracking.code_state import log_code_state
+from denselab.tracking.heartbeat import DEFAULT_INTERVAL, heartbeat
 from denselab.tracking.logger import RunLogger
 from denselab.tracking.params import config_hash
 from denselab.tracking.rerun import RERUN_TAG, prepare_rerun
@@ -90,8 +91,9 @@ class RunPlan:
         )
         share_run(run_id)
         log.info("MLflow run %s (%s) in %s", run_id, self.run_name, uri)
+        interval = float(self.cfg.tracking.get("heartbeat_interval", DEFAULT_INTERVAL))
         with run_status(client, run_id, self.checkpoint_dir / "last.ckpt"):
-            with self._system_metrics(run_id, uri):
+            with heartbeat(client, run_id, interval), self._system_metrics(run_id, uri):
                 run = instantiate(self.cfg.logger, tracking_uri=uri, run_id=run_id)
                 self._log_origin(run)
                 yield run

@@ -124,7 +124,12 @@ def open_sweep(config: DictConfig) -> Sweep:
         earlier = newest_run(client, experiment_id, f"tags.{KEY_TAG} = '{key}'")
     if earlier is not None:
         parent_id = earlier.info.run_id
-        take_over(client, parent_id, {"command": command})
+        # Refused while the sweep that holds it lives on this host (the same command twice
+        # at once); a parent on another host records no heartbeat, so it is taken over.
+        take_over(
+            client, parent_id, {"command": command}, "sweep",
+            unknown_refused=False, finished_refused=False,
+        )
         log.info("Sweep: continuing parent run %s (%s)", parent_id, earlier.info.run_name)
     else:
         tags = {

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Mapping, Optional
 
 from mlflow.entities import Run
 from submitit.core.utils import JobPaths
+
+from denselab.errors import HolderError
+from denselab.tracking.heartbeat import heartbeat_age, heartbeat_stale
+
+HELD_SINCE_TAG = "held_since"  # when the holder created or took over the run
 
 # (MLflow tag, environment variable SLURM sets in a job)
 SLURM_VARIABLES = (
@@ -27,8 +33,14 @@ SLURM_VARIABLES = (
 
 
 def holder_tags(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """This process as the holder of a run: host, pid and, in a SLURM job, the job."""
-    return {"host": socket.gethostname(), "pid": str(os.getpid()), **scheduler_tags(environ)}
+    """This process as the holder of a run: host, pid, since when and, in a SLURM job, the
+    job."""
+    return {
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+        HELD_SINCE_TAG: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        **scheduler_tags(environ),
+    }
 
 
 def scheduler_tags(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -65,13 +77,15 @@ def _submitit_logs(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def process_alive(run: Run) -> Optional[bool]:
-    """Whether the process that runs ``run`` is alive: True or False on its own host, None
-    when the run is on another host (or records no process) and this one cannot tell."""
+    """Whether the process that runs ``run`` is alive: on its own host from its pid; on any
+    other, from its heartbeat (:mod:`denselab.tracking.heartbeat`); None when the run is on
+    another host and records no heartbeat, so that this one cannot tell."""
     host, pid = run.data.tags.get("host"), run.data.tags.get("pid")
     if run.info.status != "RUNNING":
         return False
     if not host or not pid or host != socket.gethostname():
-        return None
+        stale = heartbeat_stale(run)
+        return None if stale is None else not stale
     pid_int = int(pid)
     if pid_int in (os.getpid(), os.getppid()):
         # ourselves, or rank zero of a multi-device run whose launcher started this rank
@@ -87,3 +101,33 @@ def process_alive(run: Run) -> Optional[bool]:
     if cmdline.exists():
         return b"denselab" in cmdline.read_bytes()
     return True
+
+
+def holder_sentence(run: Run) -> str:
+    """Who holds ``run``, for the sentence that refuses a second process: host, pid, since
+    when, and its last heartbeat where it records one."""
+    tags = run.data.tags
+    host, pid = tags.get("host", "an unknown host"), tags.get("pid", "?")
+    said = f"process {pid} on host {host}"
+    if tags.get(HELD_SINCE_TAG):
+        said += f" since {tags[HELD_SINCE_TAG]}"
+    age = heartbeat_age(run)
+    if age is not None:
+        said += f", last heartbeat {age:.0f} s ago"
+    return said
+
+
+def refuse_live_holder(run: Run, asked: str, unknown_refused: bool = True) -> None:
+    """Raise HolderError when ``run`` is RUNNING and its holder lives (or, with
+    ``unknown_refused``, may live: another host, no heartbeat to tell by)."""
+    alive = process_alive(run)
+    if run.info.status != "RUNNING" or alive is False or (alive is None and not unknown_refused):
+        return
+    pid, host = run.data.tags.get("pid", "?"), run.data.tags.get("host", "its host")
+    if alive:
+        fix = f"wait for it to end, or stop it first (kill -TERM {pid} on {host})"
+    else:
+        fix = f"resume it on {host}, or stop that process first"
+    raise HolderError(
+        f"{asked}: run {run.info.run_id} is RUNNING, held by {holder_sentence(run)}; {fix}."
+    )

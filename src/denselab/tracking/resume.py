@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from denselab.data.digest import DATA_TAG
 from denselab.errors import CheckpointError, ConfigError, TrackingError
 from denselab.overrides import override_keys
-from denselab.tracking.holder import process_alive
+from denselab.tracking.holder import process_alive, refuse_live_holder
 from denselab.tracking.runs import experiment_name, newest_run, tracking_uri
 from denselab.tracking.store import Store, sqlite_path
 from denselab.training.checkpoint_files import LAST, RESUME_ARTIFACT_DIR, checkpoint_run_id
@@ -165,18 +165,7 @@ def find_run(client: MlflowClient, wanted: str, experiment: str, uri: str) -> Ru
 
 
 def refuse_if_alive(run: Run) -> None:
-    alive = process_alive(run)
-    name, host, pid = run.info.run_id, run.data.tags.get("host"), run.data.tags.get("pid")
-    if alive:
-        raise ConfigError(
-            f"resume={name}: the run is still RUNNING in process {pid} on this host; stop it "
-            f"first (kill -TERM {pid}), or wait for it to end."
-        )
-    if alive is None and run.info.status == "RUNNING" and host:
-        raise ConfigError(
-            f"resume={name}: the run is RUNNING on host {host} (pid {pid}), which this host "
-            f"cannot check; resume it on {host}, or stop that process first."
-        )
+    refuse_live_holder(run, f"resume={run.info.run_id}")
 
 
 # Where the classes a config names (``_target_``) lived before the subpackages: a run logged

@@ -9,7 +9,11 @@ data digest: :mod:`denselab.tracking.params`) and, through
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import subprocess
+import time
+import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Sequence
 
@@ -19,11 +23,18 @@ from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig
 
 from denselab.data.digest import DATA_TAG
-from denselab.errors import RunStopped, TrackingError, first_line
-from denselab.tracking.holder import holder_tags
+from denselab.errors import HolderError, RunStopped, TrackingError, first_line
+from denselab.tracking.holder import holder_tags, refuse_live_holder
 from denselab.tracking.params import CONFIG_TAG, config_hash
 from denselab.tracking.signals import signals_held
-from denselab.tracking.store import Store, get_or_create_experiment, health_problem, shown_uri
+from denselab.tracking.store import (
+    Store,
+    get_or_create_experiment,
+    health_problem,
+    shown_uri,
+    sqlite_path,
+    store_lock,
+)
 
 
 def tracking_uri(cfg: DictConfig, start_dir: Optional[Path] = None) -> str:
@@ -92,11 +103,54 @@ def create_run(client: MlflowClient, experiment_id: str, name: str, tags: dict) 
     return run.info.run_id
 
 
-def take_over(client: MlflowClient, run_id: str, tags: Optional[Mapping[str, str]] = None) -> None:
-    """Make ``run_id`` RUNNING again, held by this process (and ``tags``)."""
-    client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-    for key, value in {**holder_tags(), **(tags or {})}.items():
-        client.set_tag(run_id, key, value)
+def take_over(
+    client: MlflowClient,
+    run_id: str,
+    tags: Optional[Mapping[str, str]] = None,
+    asked: str = "",
+    unknown_refused: bool = True,
+    finished_refused: bool = True,
+) -> None:
+    """Make ``run_id`` RUNNING again, held by this process (and ``tags``); refused with
+    HolderError, the run untouched, while another process holds it (see
+    :func:`denselab.tracking.holder.refuse_live_holder`; ``asked`` names what asked). On a
+    sqlite store the look and the claim are one step under the store's lock, so of two
+    processes that take over one run at once, exactly one does; on a server, a claim tag is
+    written, given time to be overwritten by a rival, and read back. With
+    ``finished_refused``, a run another process finished meanwhile is refused too."""
+    asked = asked or f"resume={run_id}"
+    with store_lock(client.tracking_uri):
+        run = client.get_run(run_id)
+        refuse_live_holder(run, asked, unknown_refused)
+        if finished_refused and run.info.status == "FINISHED":
+            raise HolderError(
+                f"{asked}: run {run_id} FINISHED meanwhile (another process continued it); "
+                "nothing is left to continue."
+            )
+        if sqlite_path(client.tracking_uri) is None:
+            _claim(client, run_id, asked, unknown_refused)
+        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        for key, value in {**holder_tags(), **(tags or {})}.items():
+            client.set_tag(run_id, key, value)
+
+
+CLAIM_TAG = "claim"
+CLAIM_SETTLE_S = 1.0  # longer than a rival's look, claim and write on a working server
+
+
+def _claim(client: MlflowClient, run_id: str, asked: str, unknown_refused: bool) -> None:
+    # A server has no lock to hold: of two processes that both saw the run free, the one
+    # whose claim is overwritten steps back, and so does one that finds the run held again.
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    client.set_tag(run_id, CLAIM_TAG, token)
+    time.sleep(CLAIM_SETTLE_S)
+    run = client.get_run(run_id)
+    refuse_live_holder(run, asked, unknown_refused)
+    if run.data.tags.get(CLAIM_TAG) != token:
+        raise HolderError(
+            f"{asked}: another process took run {run_id} over at the same moment "
+            f"({run.data.tags.get(CLAIM_TAG)}); it continues the run, so this one stops."
+        )
 
 
 def newest_run(
