@@ -76,3 +76,26 @@ def test_no_intact_checkpoint_stops_the_resume_in_one_sentence(
     run = MlflowClient(store_uri).get_run(run_id)
     assert run.info.status == "KILLED"  # left as it was
     assert metric_steps(MlflowClient(store_uri), run_id, "val/acc") == [0]
+
+
+def test_a_stop_signal_inside_a_checkpoint_write_stays_a_stop(tmp_path, monkeypatch):
+    # Ctrl-C inside torch.save's zip writer surfaced as the writer's own RuntimeError
+    # ("unexpected pos ..."), and the run ended FAILED instead of KILLED.
+    import torch
+
+    from denselab.errors import RunStopped
+    from denselab.training.checkpoints import AtomicCheckpointIO
+
+    def interrupted_save(obj, f):
+        f.write(b"PK half a zip")
+        try:
+            raise RunStopped(2)  # what the signal handler raises mid-write
+        except RunStopped:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+    (tmp_path / "last.ckpt").write_bytes(b"the previous epoch's")
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(RunStopped):
+        AtomicCheckpointIO().save_checkpoint({"epoch": 1}, tmp_path / "last.ckpt")
+    assert (tmp_path / "last.ckpt").read_bytes() == b"the previous epoch's"  # untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left

@@ -27,6 +27,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
+from denselab.errors import RunStopped
 from denselab.training.checkpoint_files import RESUME_ARTIFACT_DIR, STATE_KEY
 
 
@@ -45,8 +46,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except Exception as err:
+            # A stop signal raised inside torch.save's zip writer surfaces as the writer's
+            # own error ("unexpected pos ..."): the stop it hides is what happened.
+            stop = _stop_behind(err)
+            if stop is not None:
+                raise stop from None
+            raise
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _stop_behind(err: BaseException) -> Optional[RunStopped]:
+    seen = err.__context__
+    while seen is not None:
+        if isinstance(seen, RunStopped):
+            return seen
+        seen = seen.__context__
+    return None
 
 
 class RunCheckpoint(ModelCheckpoint):
