@@ -220,3 +220,47 @@ def test_mlflow_models_serve_answers_with_the_runs_predictions(trained, tracking
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_served_model_answers_bad_pixels_with_its_own_sentence(
+    compose_cfg, tmp_path, store_uri
+):
+    import requests
+
+    # digits: a float32 model, whose requests reach it as sent (a uint8 model's values are
+    # cast by MLflow's request parser to the signature's uint8 before the model sees them).
+    cfg = compose_cfg(
+        ["data=digits", f"tracking.uri={store_uri}", "trainer.max_epochs=1", "callbacks=none",
+         "trainer.enable_progress_bar=false"]
+    )
+    result = train(cfg, tmp_path / "out")
+    proc, url = start_model_server(f"runs:/{result.run_id}/model", tmp_path, store_uri)
+
+    def post(images) -> requests.Response:
+        return requests.post(
+            f"{url}/invocations",
+            data=json.dumps({"inputs": images}),
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+
+    try:
+        good = post(np.full((2, 8, 8), 0.5).tolist())
+        assert good.ok, good.text[:500]
+        # Out of range, infinite or NaN: denselab's sentence with what the model takes, a
+        # 400, not MLflow's "unexpected error" nor the request echoed back.
+        for bad in (1e30, -0.5, 255.0, float("nan")):
+            refused = post(np.full((2, 8, 8), bad).tolist())
+            message = refused.json()["message"]
+            assert refused.status_code == 400, (bad, refused.text[:500])
+            assert message.startswith("The request holds floats outside [0, 1]"), message
+            assert message.endswith(
+                "(this model takes images of shape (n, 8, 8), uint8 0-255 or floats in [0, 1])."
+            )
+            assert "Failed to predict data" not in message and len(message) < 300
+        assert post(np.full((2, 8, 8), 0.5).tolist()).json() == good.json()  # still serving
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

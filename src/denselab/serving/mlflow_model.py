@@ -28,6 +28,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import pandas as pd
 
+from denselab.errors import InputError
 from denselab.serving.classifier import Classifier
 from denselab.serving.preprocessing import Preprocessing, preprocessing_of, raw_pixels
 from denselab.tracking.runs import model_address
@@ -198,7 +199,10 @@ class PyfuncClassifier:
     def predict(self, model_input: Any, params: Optional[dict] = None) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):  # a tensor-less caller: one image per row
             model_input = np.stack([np.asarray(v) for v in model_input.iloc[:, 0]])
-        probs = self.classifier.probabilities(model_input)
+        try:
+            probs = self.classifier.probabilities(model_input, source="the request")
+        except InputError as err:
+            raise request_error(f"{str(err).rstrip('.')} (this model takes {self.expected()}).")
         table = self.classifier.table(probs)
         return pd.DataFrame(
             {
@@ -208,6 +212,37 @@ class PyfuncClassifier:
                 "probabilities": probs.astype(np.float64).tolist(),
             }
         )
+
+
+    def expected(self) -> str:
+        """What a request must hold, in words: ``images of shape (n, 28, 28), uint8 0-255 or
+        floats in [0, 1]``."""
+        shape = ", ".join(str(s) for s in self.classifier.preprocessing.input_shape)
+        return f"images of shape (n, {shape}), uint8 0-255 or floats in [0, 1]"
+
+
+def request_error(sentence: str) -> Exception:
+    """An error a served model's client reads as ``sentence``, with HTTP 400.
+
+    MLflow's scoring server turns any other error of a model into "Encountered an unexpected
+    error while evaluating the model", and prefixes an MlflowException's message with the
+    whole request ("Failed to predict data '[[[0.5 0.5 ...'"), a batch of images echoed back
+    to the client and into the log: this MlflowException keeps its own sentence."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    sentence = sentence[:1].upper() + sentence[1:]
+
+    class RequestError(MlflowException):
+        @property
+        def message(self) -> str:
+            return sentence
+
+        @message.setter
+        def message(self, value: str) -> None:
+            pass  # the server's prefix of the request: dropped
+
+    return RequestError(sentence, error_code=INVALID_PARAMETER_VALUE)
 
 
 def _load_pyfunc(data_path: str) -> PyfuncClassifier:
