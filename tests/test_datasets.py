@@ -122,3 +122,34 @@ def test_the_runs_model_carries_its_scores_linked_to_their_splits(compose_cfg, t
     }
     assert linked["test/acc"].value == run.data.metrics["test/acc"]
     assert len(client.get_metric_history(result.run_id, "test/acc")) == 1  # not doubled
+
+
+def test_jobs_logging_the_same_dataset_at_once_all_succeed(tmp_path):
+    # A sweep's parallel jobs share its fixed test split: MLflow looks the dataset up, then
+    # inserts it, and without the store's lock one job failed on the unique constraint.
+    import threading
+
+    from denselab.tracking.logger import RunLogger
+
+    data = DigitsDataModule(dir=".", seed=0)
+    data.setup()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("e")
+    runs = [client.create_run(experiment).info.run_id for _ in range(6)]
+    start, failures = threading.Barrier(len(runs)), []
+
+    def log(run_id: str) -> None:
+        start.wait()
+        try:
+            RunLogger(uri, run_id).datasets(data)
+        except Exception as err:  # noqa: BLE001 - collected for the assertion
+            failures.append(err)
+
+    threads = [threading.Thread(target=log, args=(r,)) for r in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+    assert all(len(client.get_run(r).inputs.dataset_inputs) == 3 for r in runs)

@@ -24,9 +24,10 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from denselab.tracking.datasets import split_datasets
 from denselab.tracking.signals import signals_held
-from denselab.tracking.store import sqlite_path
+from denselab.tracking.store import sqlite_path, store_lock
 
 DPI = 100
+DATASET_TRIES = 3
 SYSTEM_PREFIX = "system/"  # MLflow's system metrics (denselab.tracking.system_metrics)
 # A model's scores, by the split each was computed on (denselab.tracking.datasets).
 MODEL_SCORES = {"val/acc_best": "val", "test/acc": "test", "test/loss": "test"}
@@ -132,7 +133,20 @@ class RunLogger(MLFlowLogger):
         (denselab.tracking.datasets). A resumed run's datasets are already there: MLflow
         keeps one input of each."""
         made = split_datasets(data)
-        self.experiment.log_inputs(self.run_id, datasets=[d.as_input() for d in made])
+        inputs = [d.as_input() for d in made]
+        for attempt in range(1, DATASET_TRIES + 1):
+            try:
+                # MLflow looks a dataset up, then inserts it: parallel jobs logging the same
+                # one (a sweep's fixed test split) race to insert it, and one fails on the
+                # database's unique constraint. A sqlite store's lock orders them; on a server
+                # the next try finds the row the other wrote.
+                with store_lock(self._tracking_uri):
+                    self.experiment.log_inputs(self.run_id, datasets=inputs)
+                break
+            except Exception as err:
+                if attempt == DATASET_TRIES or "unique" not in str(err).lower():
+                    raise
+                time.sleep(0.2 * attempt)
         self._datasets = {d.split: d.dataset for d in made}
 
     @rank_zero_only
