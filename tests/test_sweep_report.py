@@ -14,6 +14,7 @@ from denselab.sweeps import parent as sweep
 from denselab.sweeps import seeds
 from denselab.sweeps import summary as sweep_report
 from denselab.sweeps.job import swept_values
+from denselab.sweeps.study import search_settings
 from denselab.tracking.params import config_hash
 from denselab.training.threads import JOBS_ENV, cpu_threads, machine_cpus
 
@@ -133,7 +134,8 @@ def test_swept_keys_come_from_sweep_overrides_and_the_search_space():
     assert sweep.swept_keys(cfg) == ["optimizer.lr", "seed"]
     search = sweep_config(["data=digits", "hparams_search=mlp"])
     assert sweep.swept_keys(search) == ["optimizer.lr", "model.hidden_sizes", "model.dropout"]
-    assert search.hydra.sweeper.direction == "maximize"  # val/acc_best is to be maximised
+    # val/acc_best is maximised without a word: the direction follows the objective.
+    assert search_settings(search, "k").directions == ["maximize"]
 
 
 def test_the_same_command_is_the_same_sweep_whatever_launches_it():

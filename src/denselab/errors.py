@@ -27,6 +27,10 @@ class TrackingError(DenselabError):
     """An MLflow tracking store that cannot be used."""
 
 
+class SearchError(DenselabError):
+    """A hyperparameter search (hydra/sweeper=optuna) that cannot be run or continued."""
+
+
 class HolderError(DenselabError):
     """A run is held by a living process: a second one may not resume or take it over."""
 

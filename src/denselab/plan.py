@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
@@ -24,6 +25,7 @@ from denselab.config import check_against_data
 from denselab.data.base import ImageDataModule
 from denselab.errors import ConfigError
 from denselab.overrides import override_keys
+from denselab.sweeps import TRIAL_ENV
 from denselab.sweeps.job import SweepJob, sweep_job
 from denselab.tracking.code_state import log_code_state
 from denselab.tracking.heartbeat import DEFAULT_INTERVAL, heartbeat
@@ -53,6 +55,7 @@ class RunPlan:
     resume: Optional[Resume] = None  # the run to continue, and from which checkpoint
     job: Optional[SweepJob] = None  # its place in a sweep
     finished: Optional[Run] = None  # a FINISHED run with the same config and data, reused
+    trial: Any = None  # a search's job: its trial (denselab.sweeps.trial.TrialLink)
 
     @property
     def run_name(self) -> str:
@@ -68,6 +71,15 @@ class RunPlan:
     def checkpoint(self) -> Optional[Path]:
         """What training continues from; None: from epoch 0."""
         return self.resume.checkpoint if self.resume else None
+
+    def callbacks(self) -> list:
+        """What the run's Trainer needs beyond its figures: a search's trial reporter."""
+        return self.trial.callbacks() if self.trial is not None else []
+
+    def record_trial(self, run_id: str) -> None:
+        """A search's job, done: its outcome left on its trial for the sweeper to tell."""
+        if self.trial is not None:
+            self.trial.record(self.store.client, run_id, own=self.finished is None)
 
     @contextlib.contextmanager
     def open(self) -> Iterator[RunLogger]:
@@ -131,7 +143,17 @@ def plan_run(cfg: DictConfig, overrides: Sequence[str], output_dir: Path) -> Run
     if resume is not None:
         refuse_other_data(resume, digest)
     plan = RunPlan(cfg, data, digest, store, output_dir, tuple(overrides), resume, job)
+    plan.trial = _trial() if job is not None else None
     return _as_sweep_job(plan) if job is not None else plan
+
+
+def _trial() -> Any:
+    """A search's job: its trial in the study; None in any other sweep."""
+    if not os.environ.get(TRIAL_ENV):
+        return None
+    from denselab.sweeps.trial import TrialLink  # Optuna: a search's job only
+
+    return TrialLink.from_env()
 
 
 def _as_sweep_job(plan: RunPlan) -> RunPlan:

@@ -82,7 +82,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
         threads = apply_threads(cfg.threads, model.layer_widths, cfg.data.batch_size)
         evaluator = Evaluator(model, data)
         checkpoint = build.build_checkpoint(cfg, plan.checkpoint_dir)
-        callbacks = figure_callbacks(cfg.get("callbacks"), run, evaluator)
+        callbacks = figure_callbacks(cfg.get("callbacks"), run, evaluator) + plan.callbacks()
         trainer = build.build_trainer(cfg, run, checkpoint, callbacks, output_dir)
         parameters = count_parameters(model)
         log_run_settings(run, cfg, parameters, data.input_shape, threads, plan.resume is not None)
@@ -95,6 +95,7 @@ def train(cfg: DictConfig, output_dir: Path, overrides: Sequence[str] = ()) -> R
                 log_run_model(run, evaluator, cfg.tracking.register_as)
             kept = checkpoint.best_model_path if cfg.tracking.log_checkpoint else ""
             report_run(run, evaluator, kept)
+    plan.record_trial(run.run_id)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics["val/acc_best"] = float(model.val_acc_best)  # of the best checkpoint, restored
     return RunResult(run.run_id, metrics, run.tracking_uri, model, data, output_dir, plan.overrides)
@@ -125,6 +126,7 @@ def _reused(plan) -> RunResult:
     """A sweep job whose config and data FINISHED already: counted in this sweep, not run."""
     done = plan.finished
     plan.job.reuse(done)
+    plan.record_trial(done.info.run_id)
     log.info(
         "Skipped: the same config and data FINISHED as run %s (%s); "
         "tracking.skip_finished=false runs it again",

@@ -77,6 +77,32 @@ class SweepRun(Callback):
         sys.exit(128 + signum)
 
 
+class CheckSearch(Callback):
+    """Refuse an Optuna search that cannot run (an unknown sampler, a space that does not
+    parse, a storage that does not answer or holds another search under the study's name)
+    before the sweep's parent run or anything else is made."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        target = str(config.hydra.sweeper.get("_target_", ""))
+        if "hydra_optuna_sweeper" in target:
+            log.error(
+                "hydra/sweeper=optuna picked Hydra's old Optuna plugin (optuna<3, which "
+                "minimises by default) over denselab's own: pip uninstall hydra-optuna-sweeper"
+            )
+            sys.exit(1)
+        from denselab.sweeps.study import is_search
+
+        if not is_search(config):
+            return
+        from denselab.sweeps.search import plan_search  # Optuna: a search only
+
+        try:
+            plan_search(config)
+        except DenselabError as err:
+            log.error(str(err))
+            sys.exit(1)
+
+
 class RefuseRelaunchingDevices(Callback):
     """Refuse a sweep whose jobs would each train on several devices by relaunching.
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from denselab.errors import first_line
 from denselab.overrides import override_values
-from denselab.sweeps import SWEEP_ENV
+from denselab.sweeps import SWEEP_ENV, TRIAL_ENV
 from denselab.sweeps.summary import short_value
 from denselab.tracking.holder import process_alive
 from denselab.tracking.params import CONFIG_TAG, config_hash
@@ -38,6 +38,10 @@ SWEPT_TAG = "swept"
 VALUES_TAG = "swept_values"
 ALSO_TAG = "also_in_sweeps"  # parents that reuse this FINISHED run as one of their jobs
 BEST_TAG = "best_in_sweep"
+# A search's trial (denselab.sweeps.trial): its number, and the run of a trial that was
+# pruned, which stopped early and so is no finished job for another sweep to reuse.
+TRIAL_TAG = "optuna.trial"
+STATE_TAG = "optuna.state"
 
 
 @dataclass
@@ -55,17 +59,22 @@ class SweepJob:
         return f"{said} {base}".strip()  # what differs first: the runs table cuts names short
 
     def tags(self) -> dict[str, str]:
-        return {PARENT_TAG: self.parent_id, VALUES_TAG: json.dumps(self.values)}
+        tags = {PARENT_TAG: self.parent_id, VALUES_TAG: json.dumps(self.values)}
+        if os.environ.get(TRIAL_ENV):
+            tags[TRIAL_TAG] = os.environ[TRIAL_ENV]
+        return tags
 
     def finished_run(self, fingerprint: str) -> Optional[Run]:
-        """A FINISHED run of the same config in the experiment, the newest; None if none
-        (or when the sweep runs everything anew)."""
+        """A FINISHED run of the same config in the experiment, the newest that trained all
+        its epochs (not a pruned trial); None if none (or when the sweep runs everything
+        anew)."""
         if not self.skip_finished:
             return None
         return newest_run(
             self.client,
             self.experiment_id,
             f"tags.{CONFIG_TAG} = '{fingerprint}' and attributes.status = 'FINISHED'",
+            accept=lambda run: run.data.tags.get(STATE_TAG) != "PRUNED",
         )
 
     def stopped_run(self, fingerprint: str) -> Optional[Run]:

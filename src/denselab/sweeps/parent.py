@@ -30,7 +30,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from denselab import overrides
 from denselab.sweeps import seeds, summary
-from denselab.sweeps.job import ALSO_TAG, BEST_TAG, KEY_TAG, PARENT_TAG, SWEPT_TAG, VALUES_TAG
+from denselab.sweeps.job import (
+    ALSO_TAG,
+    BEST_TAG,
+    KEY_TAG,
+    PARENT_TAG,
+    STATE_TAG,
+    SWEPT_TAG,
+    TRIAL_TAG,
+    VALUES_TAG,
+)
 from denselab.tracking.datasets import CONTEXT_TAG
 from denselab.tracking.holder import holder_tags
 from denselab.tracking.params import CONFIG_TAG
@@ -47,6 +56,8 @@ from denselab.training.threads import machine_cpus
 
 log = logging.getLogger("denselab")
 
+# A search's story (denselab.sweeps.search_report), told first in the parent's description.
+SEARCH_NOTE_TAG = "search_note"
 # On each run of a seed sweep's best setting: the parent that chose it.
 BEST_SETTING_TAG = "best_setting_in_sweep"
 
@@ -71,8 +82,11 @@ def swept_keys(config: DictConfig) -> list[str]:
 
 def sweep_key(config: DictConfig) -> str:
     """What makes two commands the same sweep: the overrides and the sweeper's settings
-    (search space, trials, sampler seed), not the launcher that runs the jobs."""
+    (search space, sampler, seed), not the launcher that runs the jobs nor how many trials
+    a search runs (more trials continue the same search) or how many at once."""
     sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=False)
+    for key in ("n_trials", "n_jobs"):
+        sweeper.pop(key, None)
     blob = json.dumps(
         {"task": sorted(config.hydra.overrides.task), "sweeper": sweeper},
         sort_keys=True,
@@ -187,11 +201,12 @@ def close_sweep(sweep: Sweep, stopped: bool = False) -> str:
         for metric in (summary.OBJECTIVE, "test/acc") if setting is None else ():
             if best[metric] == best[metric]:  # not NaN
                 client.log_metric(parent_id, metric, float(best[metric]))
-    client.set_tag(
-        parent_id,
-        "mlflow.note.content",
-        summary.description(table, sweep.swept, sweep.command, data),
-    )
+    note = summary.description(table, sweep.swept, sweep.command, data)
+    search = client.get_run(parent_id).data.tags.get(SEARCH_NOTE_TAG)
+    if search:  # after the best job's line: the UI shows a description's first lines
+        best, _, rest = note.partition("\n\n")
+        note = f"{best}\n\n{search}\n\n{rest}"
+    client.set_tag(parent_id, "mlflow.note.content", note)
     status = summary.sweep_status(table)
     client.set_terminated(parent_id, status)
     said = ", ".join(f"{n} {s}" for s, n in counts.items())
@@ -272,6 +287,10 @@ def _rank(run) -> tuple:
     return (run.info.status == "FINISHED", run.info.start_time or 0)
 
 
+def _failed_trial(run, tags) -> Optional[str]:
+    return "FAIL" if TRIAL_TAG in tags and run.info.status != "FINISHED" else None
+
+
 def _row(run, sweep: Sweep) -> dict[str, Any]:
     tags, metrics = run.data.tags, run.data.metrics
     values = json.loads(tags.get(VALUES_TAG, "{}"))
@@ -287,6 +306,8 @@ def _row(run, sweep: Sweep) -> dict[str, Any]:
         "params_total": int(run.data.params.get("params_total", 0)) or None,
         "duration_s": round((ended - started) / 1000, 1) if ended and started else None,
         "reused": tags.get(PARENT_TAG) != sweep.parent_id,
+        "trial": int(tags[TRIAL_TAG]) if TRIAL_TAG in tags else None,
+        "trial_state": tags.get(STATE_TAG) or _failed_trial(run, tags),
         "datasets": {
             tag.value: d.dataset.digest
             for d in (run.inputs.dataset_inputs if run.inputs else [])

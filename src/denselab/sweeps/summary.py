@@ -26,11 +26,15 @@ COLUMNS = (
     "run_name", "run_id", "status", "val/acc_best", "test/acc", "params_total", "duration_s",
     "reused",
 )
+# A search's jobs also say which trial each ran and how it ended (COMPLETE, PRUNED, FAIL).
+TRIAL_COLUMNS = ("trial", "trial_state")
 
 
 def jobs_table(rows: Sequence[dict[str, Any]], swept: Sequence[str]) -> pd.DataFrame:
     """One row per job, swept settings first after the name, best validation score on top."""
     columns = ["run_name", *swept, *[c for c in COLUMNS if c != "run_name"]]
+    if any(row.get("trial") is not None for row in rows):
+        columns[1:1] = TRIAL_COLUMNS
     table = pd.DataFrame(list(rows), columns=columns)
     if len(table):
         table = table.sort_values(OBJECTIVE, ascending=False, na_position="last", kind="stable")

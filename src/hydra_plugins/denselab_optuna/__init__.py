@@ -1,0 +1,1 @@
+"""denselab's Hydra plugins: the Optuna sweeper (hydra/sweeper=optuna)."""
