@@ -182,12 +182,41 @@ MUTANTS = [
         "",
         ["tests/test_digest.py::test_a_resume_on_other_data_is_refused_naming_both_digests"],
     ),
+    # -- the Optuna search -----------------------------------------------------------------
     Mutant(
-        "a search asks other trials when run again",
-        "conf/hparams_search/mlp.yaml",
-        "      seed: ${seed}\n",
-        "      seed: null\n",
-        ["tests/test_sweep.py::test_optuna_search_names_the_best_child_by_validation_and_a_rerun_reuses_it"],
+        "a search minimises val/acc_best",
+        "src/denselab/sweeps/study.py",
+        "    return [OBJECTIVES[o] for o in objectives]\n",
+        '    return ["minimize" for o in objectives]\n',
+        ["tests/test_search_settings.py::test_the_bare_sweeper_maximises_what_the_jobs_return"],
+    ),
+    Mutant(
+        "a continued study asks its first trials again",
+        "src/denselab/sweeps/study.py",
+        "else settings.seed + asked_before",
+        "else settings.seed",
+        ["tests/test_search_settings.py::test_the_same_command_is_the_same_study_whatever_its_trials_and_a_continued_one_asks_anew"],
+    ),
+    Mutant(
+        "a pruned trial is told COMPLETE",
+        "src/denselab/sweeps/search.py",
+        "    if attrs.get(PRUNED_ATTR) is not None:\n",
+        "    if False:\n",
+        ["tests/test_search_settings.py::test_trials_are_told_what_their_jobs_left"],
+    ),
+    Mutant(
+        "a stopped search forgets the trial it was running",
+        "src/denselab/sweeps/search.py",
+        "    again = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]\n",
+        "    again = []\n",
+        ["tests/test_search.py::test_a_stopped_search_rerun_runs_exactly_the_missing_trials"],
+    ),
+    Mutant(
+        "a pruned run is reused as a finished job",
+        "src/denselab/sweeps/job.py",
+        '            accept=lambda run: run.data.tags.get(STATE_TAG) != "PRUNED",\n',
+        "",
+        ["tests/test_search_settings.py::test_a_pruned_trials_run_is_no_finished_job_for_another_sweep"],
     ),
     # -- figures of data without labelled test rows ---------------------------------------
     Mutant(

@@ -36,7 +36,12 @@ def test_wheel_installed_elsewhere_finds_its_config(tmp_path):
     configs = {
         f"denselab/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")
     }
-    assert sources | configs <= shipped, "add new packages to pyproject.toml's packages list"
+    plugins = {
+        f"hydra_plugins/{p.relative_to(REPO / 'src' / 'hydra_plugins')}"
+        for p in (REPO / "src" / "hydra_plugins").rglob("*.py")
+    }
+    assert plugins and "hydra_plugins/__init__.py" not in plugins  # a namespace package
+    assert sources | configs | plugins <= shipped, "add new packages to pyproject's packages"
 
     # A fresh venv holding only the wheel; its dependencies come from this environment's
     # site-packages (a plain path entry: this environment's editable hook is not loaded).
@@ -65,4 +70,10 @@ def test_wheel_installed_elsewhere_finds_its_config(tmp_path):
         str(venv / "bin" / "denselab-train"), "--cfg", "job", "data=fashion_mnist", cwd=elsewhere
     )
     assert "FashionMNISTDataModule" in shown.stdout and "torch.optim.SGD" in shown.stdout
+    # Hydra finds the Optuna sweeper the wheel ships in its plugins' namespace.
+    sweeper = run(
+        str(venv / "bin" / "denselab-train"), "--cfg", "hydra", "hydra/sweeper=optuna",
+        cwd=elsewhere,
+    )
+    assert "hydra_plugins.denselab_optuna.optuna_sweeper.OptunaSweeper" in sweeper.stdout
     assert list(elsewhere.iterdir()) == []

@@ -207,3 +207,29 @@ def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
+
+
+def test_a_search_through_slurm_prunes_through_the_study_storage(slurm_cluster, tmp_path):
+    import optuna
+
+    # The grid, seeded, asks the two good learning rates first (side by side) and the
+    # hopeless one last, when the median pruner has two finished trials to compare it with.
+    overrides = [
+        "hydra/sweeper=optuna", "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=median",
+        "hydra.sweeper.pruner_startup_trials=2", "optimizer.lr=choice(0.3,0.2,0.0000001)",
+        "data=digits", "trainer.max_epochs=4", f"tracking.uri={store(tmp_path)}",
+    ]
+    result = run_slurm_sweep(slurm_cluster, "denselab-search", overrides, tmp_path, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    states = {t.params["optimizer.lr"]: t.state.name for t in study.trials}
+    assert states == {0.3: "COMPLETE", 0.2: "COMPLETE", 1e-7: "PRUNED"}
+    # The jobs reported their epochs from SLURM's processes, through the storage.
+    assert all(t.intermediate_values for t in study.trials)
+    _, children = sweep_runs(MlflowClient(store(tmp_path)))
+    assert all(c.data.tags.get("slurm.job_id") for c in children)
+    (pruned,) = [c for c in children if c.data.tags.get("optuna.state") == "PRUNED"]
+    assert pruned.info.status == "FINISHED" and pruned.data.params["optimizer.lr"] == "1e-07"

@@ -1,5 +1,6 @@
 """Sweeps end to end, with the real console script: a parent run per multirun and its jobs
-as children, the summary, reruns that finish rather than redo, Optuna, and bad input."""
+as children, the summary, reruns that finish rather than redo, and bad input. The Optuna
+search: test_search.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import signal
 
 import numpy as np
 import pytest
-import yaml
 from helpers import (
     run_cli,
     start_cli,
@@ -177,32 +177,6 @@ def test_a_stopped_sweep_ends_killed_and_running_it_again_finishes_the_same_runs
     assert sorted(steps) == list(range(25))  # every epoch once, before the stop and after
 
 
-def test_optuna_search_names_the_best_child_by_validation_and_a_rerun_reuses_it(tmp_path):
-    command = ["-m", "hydra/sweeper=optuna", "hparams_search=mlp", "hydra.sweeper.n_trials=4",
-               *FAST]
-    result = run_cli(command, tmp_path)
-    assert result.returncode == 0, said(result)
-    client = store(tmp_path)
-    (parent,), children = sweep_runs(client)
-    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
-    best = max(children, key=lambda c: c.data.metrics["val/acc_best"])
-    assert parent.data.tags["best_run_id"] == best.info.run_id
-    written = next(tmp_path.glob("multirun/*/*/optimization_results.yaml"))
-    results = yaml.safe_load(written.read_text())
-    # Optuna maximised what the jobs returned: val/acc_best, never the test score.
-    assert results["best_value"] == pytest.approx(best.data.metrics["val/acc_best"], abs=1e-6)
-    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
-    assert figures == {"figures/sweep_by_setting.png", "figures/sweep_parallel.png"}
-
-    # The same search again asks the same trials (the sampler's seed): each is reused.
-    again = run_cli(command, tmp_path)
-    assert again.returncode == 0, said(again)
-    assert said(again).count("Skipped: the same config and data FINISHED") == 4
-    (parent_again,), children_again = sweep_runs(client)
-    assert parent_again.info.run_id == parent.info.run_id
-    assert {c.info.run_id for c in children_again} == {c.info.run_id for c in children}
-
-
 @pytest.mark.parametrize(
     "overrides, says",
     [
@@ -225,14 +199,3 @@ def test_bad_sweeps_say_why_in_one_sentence_and_leave_nothing_running(tmp_path, 
     if db.exists():
         parents, children = sweep_runs(store(tmp_path))
         assert not parents and not children
-
-
-def test_a_search_space_optuna_refuses_leaves_its_parent_failed_not_running(tmp_path):
-    result = run_cli(
-        ["-m", "hparams_search=mlp", "hydra.sweeper.params.model.dropout=interval(0.5,0.1)",
-         "hydra.sweeper.n_trials=1", *FAST],
-        tmp_path,
-    )
-    assert result.returncode != 0
-    parents, _ = sweep_runs(store(tmp_path))
-    assert [p.info.status for p in parents] in ([], ["FAILED"])

@@ -29,6 +29,7 @@ from denselab.sweeps.space import SearchSpace, search_space
 from denselab.sweeps.study import (
     SearchSettings,
     check_study,
+    grid_trials,
     open_study,
     search_settings,
     shown,
@@ -96,11 +97,12 @@ class Search:
         # Asked before a stop and never told: their jobs are gone (this command holds the
         # sweep's parent run), so they run again under their own numbers.
         again = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-        left = settings.n_trials - sum(t.state in FINISHED for t in trials) - len(again)
+        n_trials = grid_trials(settings, space)
+        left = n_trials - sum(t.state in FINISHED for t in trials) - len(again)
         log.info(
             "Search: study %s in %s, %d of %d trials done, %d to run%s",
             settings.study_name, shown(settings.storage), len(trials) - len(again),
-            settings.n_trials, max(0, left) + len(again),
+            n_trials, max(0, left) + len(again),
             f" ({len(again)} stopped before)" if again else "",
         )
         returns: list[JobReturn] = []

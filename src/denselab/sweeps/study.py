@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -244,13 +245,33 @@ def make_sampler(
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if settings.sampler == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        return _Grid(space.grid(), seed=seed)
     if settings.sampler == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if settings.sampler == "nsgaii":
         return optuna.samplers.NSGAIISampler(seed=seed)
     # Several trials asked at once (n_jobs) must not all be asked the same point.
     return optuna.samplers.TPESampler(seed=seed, constant_liar=settings.n_jobs > 1)
+
+
+class _Grid(optuna.samplers.GridSampler):
+    """Optuna's grid, which does not stop the study once every point was asked: its stop
+    is study.optimize's, which raises under ask-and-tell. The search asks no more trials
+    than the grid has points (:func:`grid_trials`)."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def grid_trials(settings: SearchSettings, space: SearchSpace) -> int:
+    """How many trials the search runs: ``n_trials``, and no more than a grid has points."""
+    if settings.sampler != "grid":
+        return settings.n_trials
+    points = math.prod(len(values) for values in space.grid().values())
+    if settings.n_trials > points:
+        log.info("The grid has %d points: the search runs %d trials, not n_trials=%d",
+                 points, points, settings.n_trials)
+    return min(settings.n_trials, points)
 
 
 def check_study(settings: SearchSettings, space: SearchSpace) -> None:
