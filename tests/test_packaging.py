@@ -77,3 +77,15 @@ def test_wheel_installed_elsewhere_finds_its_config(tmp_path):
     )
     assert "hydra_plugins.denselab_optuna.optuna_sweeper.OptunaSweeper" in sweeper.stdout
     assert list(elsewhere.iterdir()) == []
+
+
+def test_the_search_extra_brings_current_optuna_and_a_consistent_environment():
+    from importlib.metadata import requires, version
+
+    assert int(version("optuna").split(".")[0]) >= 4
+    extra = [r for r in requires("denselab") if 'extra == "optuna"' in r]
+    assert any(r.startswith("optuna") for r in extra) and not any("<3" in r for r in extra)
+    checked = subprocess.run(
+        [sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr

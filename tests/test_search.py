@@ -69,6 +69,9 @@ def test_the_bare_sweeper_maximises_val_acc_best_and_a_rerun_continues_the_study
     tags = parent.data.tags
     assert tags["optuna.study"] == study.study_name and tags["optuna.trials"].startswith("4 COMP")
     assert tags["best_command"].endswith(f"optimizer.lr={study.best_params['optimizer.lr']!r}")
+    assert "Sweep FINISHED: 4 jobs (4 FINISHED); best by val/acc_best" in said(result)
+    note = tags["mlflow.note.content"]  # the best job first, then the search's story
+    assert note.startswith("**Best: ") and f"study `{study.study_name}`" in note
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
     assert {"figures/search_history.png", "figures/sweep_by_setting.png"} <= figures
     trials = table_of(client, parent.info.run_id, tmp_path, "search_trials")

@@ -204,8 +204,8 @@ def close_sweep(sweep: Sweep, stopped: bool = False) -> str:
     note = summary.description(table, sweep.swept, sweep.command, data)
     search = client.get_run(parent_id).data.tags.get(SEARCH_NOTE_TAG)
     if search:  # after the best job's line: the UI shows a description's first lines
-        best, _, rest = note.partition("\n\n")
-        note = f"{best}\n\n{search}\n\n{rest}"
+        head, _, rest = note.partition("\n\n")
+        note = f"{head}\n\n{search}\n\n{rest}"
     client.set_tag(parent_id, "mlflow.note.content", note)
     status = summary.sweep_status(table)
     client.set_terminated(parent_id, status)

@@ -33,9 +33,10 @@ class OptunaSweeperConf:
     # none, median (stop a trial whose val/acc is below the median of earlier trials at the
     # same epoch) or hyperband. A pruned trial's run still ends FINISHED, from its best epoch.
     pruner: str = "none"
-    # median: trials that finish before any is pruned, and epochs each trial runs unpruned.
+    # median: trials that finish before any is pruned, and epochs each trial runs before it
+    # may be (0, Optuna's default: a trial may stop after its first epoch).
     pruner_startup_trials: int = 3
-    pruner_warmup_epochs: int = 1
+    pruner_warmup_epochs: int = 0
     # Where the study lives; null: optuna.db beside the sqlite tracking store (mlruns/).
     # A database URL (sqlite:///..., postgresql+psycopg://...) or a journal file (*.log).
     storage: Optional[str] = None
