@@ -10,7 +10,15 @@ import signal
 import optuna
 import pytest
 import yaml
-from helpers import metric_steps, run_cli, start_cli, stop_and_time, sweep_runs, wait_for_file
+from helpers import (
+    metric_steps,
+    postgres_server,
+    run_cli,
+    start_cli,
+    stop_and_time,
+    sweep_runs,
+    wait_for_file,
+)
 from mlflow import MlflowClient
 
 from denselab.serving.classifier import load
@@ -145,6 +153,22 @@ def test_a_stopped_search_rerun_runs_exactly_the_missing_trials(tmp_path):
     assert [t.state.name for t in the_study(tmp_path).trials] == ["COMPLETE"] * 4
     for child in children:  # every epoch once: the stopped trial went on, not over
         assert metric_steps(client, child.info.run_id, "val/acc") == list(range(40))
+
+
+def test_a_team_keeps_its_study_in_postgresql_and_continues_it_from_there(tmp_path):
+    with postgres_server(tmp_path / "pg", database="optuna") as url:
+        command = ["-m", "hydra/sweeper=optuna", f"hydra.sweeper.storage={url}",
+                   "hydra.sweeper.n_trials=2", "optimizer.lr=interval(0.01,0.3)", *FAST]
+        result = run_cli(command, tmp_path)
+        assert result.returncode == 0, said(result)[-6000:]
+        (summary,) = optuna.get_all_study_summaries(url)
+        study = optuna.load_study(study_name=summary.study_name, storage=url)
+        assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+        (parent,), _ = sweep_runs(store(tmp_path))
+        assert parent.data.tags["optuna.storage"] == url
+        assert not (tmp_path / "mlruns" / "optuna.db").exists()
+        again = run_cli(command, tmp_path)
+        assert again.returncode == 0 and "2 of 2 trials done, 0 to run" in said(again)
 
 
 def test_a_failed_trial_is_told_fail_and_the_search_goes_on(tmp_path):
