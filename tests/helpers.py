@@ -114,6 +114,8 @@ def mlflow_server(
     artifacts_destination: Optional[Path] = None,
     port: int = 0,
     allowed_hosts: Optional[str] = None,
+    app_name: Optional[str] = None,
+    env: Optional[dict] = None,
 ) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1 (see :func:`start_mlflow_server`); yields its URL."""
     proc, url = start_mlflow_server(
@@ -123,6 +125,8 @@ def mlflow_server(
         backend_store_uri=backend_store_uri,
         artifacts_destination=artifacts_destination,
         allowed_hosts=allowed_hosts,
+        app_name=app_name,
+        env=env,
     )
     try:
         yield url
@@ -424,18 +428,22 @@ def start_mlflow_server(
     backend_store_uri: Optional[str] = None,
     artifacts_destination: Optional[Path] = None,
     allowed_hosts: Optional[str] = None,
+    app_name: Optional[str] = None,
+    env: Optional[dict] = None,
 ):
     """A real `mlflow server` that serves its artifacts; by default over a sqlite store and
     an artifact folder in ``folder`` (kept between restarts), answering requests addressed
     to localhost and private IPs (MLflow's default; ``allowed_hosts``: its --allowed-hosts,
     where ``{port}`` stands for the port). ``port`` 0: a free one, another if it was taken
-    first; a given port that is taken raises PortTaken. Returns (process, url) once it
-    answers. Stop it with os.killpg(proc.pid, ...)."""
+    first; a given port that is taken raises PortTaken. ``app_name``: its --app-name
+    (``basic-auth``: access control), ``env``: added to its environment (the auth app's
+    MLFLOW_AUTH_CONFIG_PATH, MLFLOW_FLASK_SERVER_SECRET_KEY). Returns (process, url) once
+    it answers. Stop it with os.killpg(proc.pid, ...)."""
     for attempt in range(1 if port else PORT_TRIES):
         try:
             return _start_mlflow_server(
                 folder, port or free_port(), timeout, backend_store_uri, artifacts_destination,
-                allowed_hosts,
+                allowed_hosts, app_name, env,
             )
         except PortTaken:
             if port or attempt == PORT_TRIES - 1:
@@ -450,6 +458,8 @@ def _start_mlflow_server(
     backend_store_uri: Optional[str],
     artifacts_destination: Optional[Path],
     allowed_hosts: Optional[str],
+    app_name: Optional[str] = None,
+    env: Optional[dict] = None,
 ):
     import requests
 
@@ -477,6 +487,7 @@ def _start_mlflow_server(
             "--workers",
             "1",
             *(["--allowed-hosts", allowed] if allowed else []),
+            *(["--app-name", app_name] if app_name else []),
         ],
         cwd=folder,
         stdout=log,
@@ -484,7 +495,7 @@ def _start_mlflow_server(
         start_new_session=True,
         # No job runner: its seven huey consumers (GenAI jobs denselab never submits) import
         # MLflow seven times over at start and hold up the stop by seconds on a small machine.
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
     )
     log.close()  # the server holds its own copy of the file
     url = f"http://127.0.0.1:{port}"

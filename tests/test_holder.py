@@ -94,9 +94,9 @@ def test_a_run_on_another_host_is_taken_over_once_its_heartbeat_is_stale(tmp_pat
     probe = subprocess.run(["unshare", "--uts", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         unavailable(f"unshare --uts failed ({probe.stderr.strip()})", "run the tests as root")
-    # Beats every 5 s: stale 3 intervals and a 5 s grace after the last, 20 s; long enough
-    # for the first resume to start, load and look while it is still fresh.
-    args = [*DIGITS, "trainer.max_epochs=20", "tracking.heartbeat_interval=5"]
+    # Beats every 8 s: stale 3 intervals and a 5 s grace after the last, 29 s; long enough
+    # for the first resume to start, load and look while it is still fresh, on a busy CI.
+    args = [*DIGITS, "trainer.max_epochs=20", "tracking.heartbeat_interval=8"]
     proc = on_another_host(args, tmp_path)
     try:
         wait_for_file("outputs/*/*/checkpoints/last.ckpt", tmp_path, proc)
@@ -113,7 +113,7 @@ def test_a_run_on_another_host_is_taken_over_once_its_heartbeat_is_stale(tmp_pat
         assert "last heartbeat" in said and client.get_run(run_id).data.tags["pid"] == str(proc.pid)
 
         beat = int(client.get_run(run_id).data.tags["heartbeat"])
-        time.sleep(max(0.0, beat + 21 - time.time()))  # then the heartbeat is stale
+        time.sleep(max(0.0, beat + 30 - time.time()))  # then the heartbeat is stale
         taken = run_cli([f"resume={run_id}"], tmp_path)
         assert taken.returncode == 0, taken.stdout[-3000:] + taken.stderr[-3000:]
     finally:
@@ -122,3 +122,30 @@ def test_a_run_on_another_host_is_taken_over_once_its_heartbeat_is_stale(tmp_pat
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["host"] != "node-b"
     assert metric_steps(client, run_id, "val/acc") == list(range(20))  # each epoch once
+
+
+def test_a_sweeps_parent_held_on_another_host_is_refused_until_its_heartbeat_is_stale(
+    tmp_path, monkeypatch
+):
+    import socket
+
+    from test_sweep_report import sweep_config
+
+    from denselab.errors import HolderError
+    from denselab.sweeps.parent import open_sweep
+
+    monkeypatch.chdir(tmp_path)
+    cfg = sweep_config(["data=digits", "seed=1,2", f"tracking.uri={store(tmp_path)}"])
+    first = open_sweep(cfg)
+    client, parent_id = first.client, first.parent_id
+    # The same sweep, RUNNING on node-b, whose heartbeat is fresh: the command run here
+    # again must not take its parent.
+    for key, value in {"host": "node-b", "pid": "123", "heartbeat_interval": "30",
+                       "heartbeat": str(int(time.time()))}.items():
+        client.set_tag(parent_id, key, value)
+    with pytest.raises(HolderError, match="held by process 123 on host node-b"):
+        open_sweep(cfg)
+    client.set_tag(parent_id, "heartbeat", str(int(time.time() - 200)))  # node-b died
+    again = open_sweep(cfg)
+    assert again.parent_id == parent_id
+    assert client.get_run(parent_id).data.tags["host"] == socket.gethostname()

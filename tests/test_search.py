@@ -76,6 +76,7 @@ def test_the_bare_sweeper_maximises_val_acc_best_and_a_rerun_continues_the_study
     assert {c.data.tags["optuna.state"] for c in children} == {"COMPLETE"}
     tags = parent.data.tags
     assert tags["optuna.study"] == study.study_name and tags["optuna.trials"].startswith("4 COMP")
+    assert "heartbeat" in tags  # the parent is held like a run while its sweep lives
     assert tags["best_command"].endswith(f"optimizer.lr={study.best_params['optimizer.lr']!r}")
     assert "Sweep FINISHED: 4 jobs (4 FINISHED); best by val/acc_best" in said(result)
     note = tags["mlflow.note.content"]  # the best job first, then the search's story
@@ -112,7 +113,7 @@ def test_a_parallel_search_prunes_hopeless_trials_through_the_study_storage(tmp_
     states = [t.state.name for t in study.trials]
     assert states.count("PRUNED") >= 1 and states.count("COMPLETE") >= 2, states
     # Every epoch of every trial reached the study from the joblib workers.
-    assert all(len(t.intermediate_values) >= 2 for t in study.trials)
+    assert all(t.intermediate_values for t in study.trials)
     client = store(tmp_path)
     (parent,), children = sweep_runs(client)
     pruned = [c for c in children if c.data.tags.get("optuna.state") == "PRUNED"]

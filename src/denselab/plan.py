@@ -34,7 +34,7 @@ from denselab.tracking.params import config_hash
 from denselab.tracking.rerun import RERUN_TAG, prepare_rerun
 from denselab.tracking.resume import Resume, may_change, prepare_resume, refuse_other_data
 from denselab.tracking.runs import run_name, run_status, start_run, tracking_uri
-from denselab.tracking.store import Store
+from denselab.tracking.store import Store, shown_uri
 from denselab.tracking.system_metrics import system_metrics
 from denselab.training.devices import joined_run, share_run
 from denselab.training.trainer import load_data, quiet_irrelevant_warnings
@@ -102,7 +102,7 @@ class RunPlan:
             store=self.store,
         )
         share_run(run_id)
-        log.info("MLflow run %s (%s) in %s", run_id, self.run_name, uri)
+        log.info("MLflow run %s (%s) in %s", run_id, self.run_name, shown_uri(uri))
         interval = float(self.cfg.tracking.get("heartbeat_interval", DEFAULT_INTERVAL))
         with run_status(client, run_id, self.checkpoint_dir / "last.ckpt"):
             with heartbeat(client, run_id, interval), self._system_metrics(run_id, uri):

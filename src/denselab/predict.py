@@ -110,15 +110,15 @@ def write_csv_atomically(table, out: Path) -> None:
 def _run_to_log_to(run_id: str, uri: str):
     from mlflow.exceptions import MlflowException  # seconds to import, as above
 
-    from denselab.tracking.store import open_store
+    from denselab.tracking.store import open_store, shown_uri
 
     client = open_store(uri)
     try:
         client.get_run(run_id)
     except MlflowException as err:
         raise DenselabError(
-            f"log_to={run_id}: no such run in {uri} ({first_line(err)}); pass the id of an "
-            "existing run, or tracking_uri=<its store>."
+            f"log_to={run_id}: no such run in {shown_uri(uri)} ({first_line(err)}); pass the id "
+            "of an existing run, or tracking_uri=<its store>."
         ) from None
     return client
 

@@ -22,7 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from denselab.config import check_set_keys, register_schemas, validate_config
-from denselab.errors import ConfigError, DenselabError
+from denselab.errors import DenselabError, UsageError
 from denselab.overrides import command_line, set_keys
 from denselab.sweeps import SWEEP_ENV
 from denselab.tracking.signals import stop_on_signals
@@ -176,10 +176,39 @@ def cli() -> None:
         keys = []  # overrides Hydra cannot read: it says why itself
     try:
         check_set_keys(keys)
-    except ConfigError as err:
+        check_output_folder(sys.argv[1:])
+    except DenselabError as err:
         print(err, file=sys.stderr)
         sys.exit(1)
     main()
+
+
+# Arguments after which Hydra writes no output folder (it prints, or a folder is named).
+_NO_DEFAULT_FOLDER = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
+                      "--shell-completion", "-sc", "hydra.run.dir=", "hydra.sweep.dir=")
+
+
+def check_output_folder(argv: Sequence[str]) -> None:
+    """Refuse, in one sentence, a run whose output folder (./outputs, ./multirun) cannot be
+    written, before Hydra fails to make it with a traceback; leaves nothing behind."""
+    if any(a.startswith(_NO_DEFAULT_FOLDER) for a in argv):
+        return
+    folder = Path.cwd() / ("multirun" if {"-m", "--multirun"} & set(argv) else "outputs")
+    try:
+        made = not folder.exists()
+        folder.mkdir(exist_ok=True)
+        probe = folder / f".denselab-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+        if made:
+            folder.rmdir()
+    except OSError as err:
+        why = os.strerror(err.errno) if err.errno else str(err)
+        key = "hydra.sweep.dir" if folder.name == "multirun" else "hydra.run.dir"
+        raise UsageError(
+            f"The run's output folder {folder} cannot be written ({why}): start denselab-train "
+            f"from a folder you can write, or name one with {key}=<folder>."
+        ) from None
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Iterator, Mapping, Optional, Sequence
@@ -73,7 +74,7 @@ def fetch(
         return paths
 
     made = _first_missing_ancestor(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    _writable_or_refuse(folder, missing, made)
     for name in missing:
         try:
             paths[name] = download(name, resources[name], mirrors, folder)
@@ -90,6 +91,26 @@ def fetch(
                 "package) train offline."
             ) from None
     return paths
+
+
+def _writable_or_refuse(folder: Path, missing: Sequence[str], made: Optional[Path]) -> None:
+    """Make ``folder`` and check that a download can be written into it: a read-only or
+    forbidden folder is one sentence, not every mirror's failure to save."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".denselab-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        if made is not None and made.is_dir() and not any(made.rglob("*")):
+            shutil.rmtree(made, ignore_errors=True)
+        why = os.strerror(err.errno) if err.errno else str(err)
+        raise DataError(
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not in {folder}, "
+            f"which cannot be written to download {'it' if len(missing) == 1 else 'them'} "
+            f"({why}); make it writable, or point data.dir at a folder you can write or that "
+            "has them."
+        ) from None
 
 
 def _find(name: str, folder: Path, system_dirs: Sequence[str]) -> Optional[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
@@ -18,6 +19,11 @@ from denselab.sweeps import SWEEP_ENV
 from denselab.training.devices import device_count
 
 log = logging.getLogger(__name__)
+
+
+# The parent's heartbeat, kept out of the callback: joblib's launcher pickles the callbacks
+# with every job, and a running context cannot be pickled.
+_PARENT_BEATS = contextlib.ExitStack()
 
 
 class SweepRun(Callback):
@@ -37,6 +43,7 @@ class SweepRun(Callback):
         # Here, not at the top: Hydra imports this module for every command, and MLflow
         # takes seconds to import; a config error must answer at once.
         from denselab.sweeps import parent as sweeps
+        from denselab.tracking.heartbeat import DEFAULT_INTERVAL, heartbeat
         from denselab.tracking.signals import on_stop
         from denselab.training.threads import JOBS_ENV
 
@@ -48,6 +55,10 @@ class SweepRun(Callback):
             sys.exit(1)
         os.environ[SWEEP_ENV] = self.sweep.parent_id
         os.environ[JOBS_ENV] = str(sweeps.jobs_at_once(config))
+        # The parent is held by this process like a run: another host tells it alive by
+        # its heartbeat, and refuses to take it over (the same sweep started twice).
+        interval = float(config.tracking.get("heartbeat_interval", DEFAULT_INTERVAL))
+        _PARENT_BEATS.enter_context(heartbeat(self.sweep.client, self.sweep.parent_id, interval))
         atexit.register(self.close)
         on_stop(self._stopped)  # Hydra's basic launcher: the job's own signal handling
         for signum in (signal.SIGINT, signal.SIGTERM):  # other launchers: this process's
@@ -59,6 +70,7 @@ class SweepRun(Callback):
     def close(self) -> None:
         from denselab.sweeps import parent as sweeps
 
+        _PARENT_BEATS.close()
         if self.sweep is not None and not self.sweep.closed:
             try:
                 sweeps.close_sweep(self.sweep, stopped=self.stopped is not None)

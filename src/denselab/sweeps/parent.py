@@ -51,7 +51,12 @@ from denselab.tracking.runs import (
     take_over,
     tracking_uri,
 )
-from denselab.tracking.store import get_or_create_experiment, open_store
+from denselab.tracking.store import (
+    get_or_create_experiment,
+    hide_passwords,
+    open_store,
+    shown_uri,
+)
 from denselab.training.threads import machine_cpus
 
 log = logging.getLogger("denselab")
@@ -138,8 +143,9 @@ def open_sweep(config: DictConfig) -> Sweep:
         earlier = newest_run(client, experiment_id, f"tags.{KEY_TAG} = '{key}'")
     if earlier is not None:
         parent_id = earlier.info.run_id
-        # Refused while the sweep that holds it lives on this host (the same command twice
-        # at once); a parent on another host records no heartbeat, so it is taken over.
+        # Refused while the sweep that holds it lives (the same command twice at once): on
+        # this host by its pid, on another by its heartbeat; a parent from before heartbeats
+        # on another host cannot be told alive, and is taken over.
         take_over(
             client, parent_id, {"command": command}, "sweep",
             unknown_refused=False, finished_refused=False,
@@ -158,7 +164,7 @@ def open_sweep(config: DictConfig) -> Sweep:
             "command": command,
         }
         parent_id = create_run(client, experiment_id, parent_name(config), tags)
-        log.info("Sweep: parent run %s in %s", parent_id, uri)
+        log.info("Sweep: parent run %s in %s", parent_id, shown_uri(uri))
     return Sweep(client, parent_id, experiment_id, swept, command)
 
 
@@ -201,7 +207,7 @@ def close_sweep(sweep: Sweep, stopped: bool = False) -> str:
         for metric in (summary.OBJECTIVE, "test/acc") if setting is None else ():
             if best[metric] == best[metric]:  # not NaN
                 client.log_metric(parent_id, metric, float(best[metric]))
-    note = summary.description(table, sweep.swept, sweep.command, data)
+    note = summary.description(table, sweep.swept, hide_passwords(sweep.command), data)
     search = client.get_run(parent_id).data.tags.get(SEARCH_NOTE_TAG)
     if search:  # after the best job's line: the UI shows a description's first lines
         head, _, rest = note.partition("\n\n")

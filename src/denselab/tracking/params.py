@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from denselab.data.digest import DATA_TAG
+from denselab.tracking.store import hide_passwords
 
 CONFIG_TAG = "config_hash"
 
@@ -79,12 +80,13 @@ def log_run_settings(
     run, cfg: DictConfig, parameters: int, input_shape, threads: int, resumed: bool = False
 ) -> None:
     """Params (the resolved config, flattened, and the ``parameters`` count), the config as
-    YAML, the input shape and the torch threads it trains with (tag ``torch_threads``: a
-    sweep's parallel jobs share the CPUs). A resumed run keeps the params it started with."""
+    YAML (any URI's password in it masked), the input shape and the torch threads it trains
+    with (tag ``torch_threads``: a sweep's parallel jobs share the CPUs). A resumed run keeps
+    the params it started with."""
     params = run_params(cfg)
     params["params_total"] = parameters
     if not resumed:
         run.log_hyperparams(params)
-    run.text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    run.text(hide_passwords(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")
     run.tag("input_shape", "x".join(map(str, input_shape)))
     run.tag("torch_threads", str(threads))

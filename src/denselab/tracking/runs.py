@@ -9,6 +9,7 @@ data digest: :mod:`denselab.tracking.params`) and, through
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from omegaconf import DictConfig
 
 from denselab.data.digest import DATA_TAG
 from denselab.errors import HolderError, RunStopped, TrackingError, first_line
+from denselab.tracking import faults
 from denselab.tracking.holder import holder_tags, refuse_live_holder
 from denselab.tracking.params import CONFIG_TAG, config_hash
 from denselab.tracking.signals import signals_held
@@ -31,6 +33,8 @@ from denselab.tracking.store import (
     Store,
     get_or_create_experiment,
     health_problem,
+    hide_passwords,
+    refusals_said,
     shown_uri,
     sqlite_path,
     store_lock,
@@ -73,6 +77,11 @@ def start_run(
     content of the data it trains on (:mod:`denselab.data.digest`); ``store`` where (default:
     the store of ``cfg``)."""
     store = store or Store(tracking_uri(cfg))
+    with faults.told(sqlite_path(store.uri), "writing to the MLflow store", TrackingError):
+        return _start_run(cfg, data_digest, store, overrides, resume_run_id, tags, name)
+
+
+def _start_run(cfg, data_digest, store, overrides, resume_run_id, tags, name):
     client, uri = store.client, store.uri
     # What a later sweep recognises this run by, and a resume checks its data against.
     identity = {CONFIG_TAG: config_hash(cfg, data_digest), DATA_TAG: data_digest}
@@ -97,10 +106,22 @@ def start_run(
 
 
 def create_run(client: MlflowClient, experiment_id: str, name: str, tags: dict) -> str:
-    """A new RUNNING run with ``tags`` and MLflow's own context (the user, the source and
-    its type, as fluent runs get); returns its id."""
-    run = client.create_run(experiment_id, run_name=name, tags=resolve_tags(tags))
+    """A new RUNNING run with ``tags`` (any URI's password in them masked) and MLflow's own
+    context (the user, the source and its type, as fluent runs get); returns its id. A
+    server's refusal (credentials, permission) is a TrackingError, and no run exists."""
+    tags = {key: hide_passwords(str(value)) for key, value in tags.items()}
+    named = functools.partial(_experiment_called, client, experiment_id)
+    with refusals_said(client.tracking_uri, named):
+        run = client.create_run(experiment_id, run_name=name, tags=resolve_tags(tags))
     return run.info.run_id
+
+
+def _experiment_called(client: MlflowClient, experiment_id: str) -> str:
+    """The name of experiment ``experiment_id`` for a sentence; its id where it cannot be
+    read."""
+    with contextlib.suppress(Exception):
+        return client.get_experiment(experiment_id).name
+    return experiment_id
 
 
 def take_over(
@@ -119,7 +140,8 @@ def take_over(
     written, given time to be overwritten by a rival, and read back. With
     ``finished_refused``, a run another process finished meanwhile is refused too."""
     asked = asked or f"resume={run_id}"
-    with store_lock(client.tracking_uri):
+    named = functools.partial(_experiment_of_run, client, run_id)
+    with store_lock(client.tracking_uri), refusals_said(client.tracking_uri, named):
         run = client.get_run(run_id)
         refuse_live_holder(run, asked, unknown_refused)
         if finished_refused and run.info.status == "FINISHED":
@@ -131,7 +153,13 @@ def take_over(
             _claim(client, run_id, asked, unknown_refused)
         client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         for key, value in {**holder_tags(), **(tags or {})}.items():
-            client.set_tag(run_id, key, value)
+            client.set_tag(run_id, key, hide_passwords(str(value)))
+
+
+def _experiment_of_run(client: MlflowClient, run_id: str) -> str:
+    with contextlib.suppress(Exception):
+        return _experiment_called(client, client.get_run(run_id).info.experiment_id)
+    return f"(the one of run {run_id})"
 
 
 CLAIM_TAG = "claim"
@@ -196,8 +224,9 @@ def git_commit(directory: Path) -> Optional[str]:
 
 
 def resume_command(run_id: str, uri: str) -> str:
-    """The command that continues run ``run_id`` of the store at ``uri``, from any directory."""
-    return f"denselab-train resume={run_id} tracking.uri={uri}"
+    """The command that continues run ``run_id`` of the store at ``uri``, from any directory
+    (a database's password masked: it is printed and logged)."""
+    return f"denselab-train resume={run_id} tracking.uri={shown_uri(uri)}"
 
 
 # MLflow 3.17's UI opens an experiment on its GenAI dashboard unless the address asks for
@@ -250,7 +279,8 @@ def run_status(
     """
     uri = client.tracking_uri
     try:
-        yield
+        with faults.space_reserved(sqlite_path(uri)):
+            yield
     except RunStopped as stop:
         stop.ended_run(run_id, resume_command(run_id, uri), last_checkpoint)
         if stop.resumable:
@@ -264,12 +294,31 @@ def run_status(
         if uri.startswith(("http://", "https://")) and health_problem(uri, timeout=3):
             # Every further call would wait out its retries again: say what to do instead.
             raise TrackingError(_server_lost(uri, run_id, last_checkpoint)) from err
+        fault = faults.machine_fault(err)
+        if fault is not None:
+            raise TrackingError(_end_on_fault(client, run_id, fault)) from err
         with contextlib.suppress(Exception):
             client.set_tag(run_id, "error", f"{type(err).__name__}: {first_line(err)}"[:5000])
         end_run(client, run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     else:
         end_run(client, run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def _end_on_fault(client: MlflowClient, run_id: str, fault: faults.Fault) -> str:
+    """End a run that met a fault of the machine KILLED and resumable (it is not the run's
+    fault: once fixed, it goes on from its checkpoint); the sentence that says so."""
+    faults.give_back_reserve()  # a full disk: room for the store to record the end
+    try:
+        client.set_tag(run_id, "error", f"{fault.kind}: {fault.detail}"[:5000])
+        client.set_tag(run_id, "resumable", "true")
+        end_run(client, run_id, RunStatus.to_string(RunStatus.KILLED))
+        ended = "ended KILLED"
+    except Exception:
+        ended = "still shows RUNNING (the store could not record its end)"
+    uri = client.tracking_uri
+    place = faults.where(fault, sqlite_path(uri))
+    return faults.fault_sentence(fault, place, ended, run_id, resume_command(run_id, uri))
 
 
 def _server_lost(uri: str, run_id: str, last_checkpoint: Optional[Path]) -> str:

@@ -10,11 +10,12 @@ experiment, under the store's file lock.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sqlite3
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 from urllib.parse import urlsplit
 
 import requests
@@ -27,6 +28,7 @@ from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from denselab.errors import TrackingError, first_line
+from denselab.tracking import faults
 
 # MLflow's own defaults (120 s a request, 7 retries, backoff factor 2) let one call to a dead
 # server retry for minutes. These ride out a restart of a few seconds (retries after 0, 2, 4
@@ -122,10 +124,17 @@ def store_lock(uri: str) -> Iterator[None]:
 
 def open_store(uri: str) -> MlflowClient:
     """A client on the store at ``uri``, created if it is a new sqlite file."""
+    # MLflow logs every failed database write with its traceback before raising it; denselab
+    # says each such failure in one sentence (here, start_run, run_status), which the
+    # traceback would bury. Set here, after Hydra's logging setup resets child loggers.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(uri[len("sqlite:///") :]).parent
+        with faults.told(folder, "making the MLflow store's folder", TrackingError):
+            folder.mkdir(parents=True, exist_ok=True)
         wait_for_sqlite_writers()
     elif uri.startswith(("http://", "https://")):
+        refuse_credentials(uri)
         bound_http_waits()
         _check_server(uri)
     elif uri.startswith("postgresql"):
@@ -140,9 +149,15 @@ def open_store(uri: str) -> MlflowClient:
             # Both create and migrate a new sqlite DB: the client opens its store at once.
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)
-    except (MlflowException, SQLAlchemyError) as err:
-        if "Invalid Host header" in str(err):
-            raise TrackingError(_host_refused(uri)) from None
+    except (MlflowException, SQLAlchemyError, OSError) as err:
+        fault = faults.machine_fault(err)
+        if fault is not None:
+            where = faults.where(fault, sqlite_path(uri))
+            said = faults.before_run_sentence(fault, where, "opening the MLflow store")
+            raise TrackingError(said) from None
+        refused = refusal(err, uri)
+        if refused:
+            raise TrackingError(refused) from None
         raise TrackingError(
             f"The MLflow store at {shown_uri(uri)} cannot be used ({first_line(err)}); check "
             "tracking.uri, or leave it unset to use ./mlruns."
@@ -153,7 +168,7 @@ def open_store(uri: str) -> MlflowClient:
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     """The id of experiment ``name``, creating (or restoring) it if needed, under the
     store's lock: two processes must not both create it."""
-    with store_lock(client.tracking_uri):
+    with store_lock(client.tracking_uri), refusals_said(client.tracking_uri, name):
         return _get_or_create_experiment(client, name)
 
 
@@ -207,6 +222,96 @@ def _check_server(uri: str) -> None:
         )
 
 
+def refusal(err: BaseException, uri: str, experiment: Optional[str] = None) -> Optional[str]:
+    """The sentence for an MLflow server's refusal behind ``err``: of the host name it was
+    addressed by, of the credentials (HTTP 401: none, or a wrong user or password), or of a
+    permission (HTTP 403, on ``experiment`` where known); None for any other error. MLflow's
+    client raises MlflowException for both statuses, with error_code UNAUTHENTICATED or
+    PERMISSION_DENIED (the basic-auth app answers in plain text, not JSON)."""
+    if not isinstance(err, MlflowException) or not uri.startswith(("http://", "https://")):
+        return None
+    if "Invalid Host header" in str(err):
+        return _host_refused(uri)
+    status = err.get_http_status_code()
+    if status == 401:
+        return _credentials_refused(uri)
+    if status == 403:
+        return _permission_refused(uri, experiment)
+    return None
+
+
+@contextlib.contextmanager
+def refusals_said(
+    uri: str, experiment: Union[str, Callable[[], str], None] = None
+) -> Iterator[None]:
+    """Turn an MLflow server's refusal inside the block into a TrackingError of one sentence
+    (see :func:`refusal`); other errors pass unchanged. ``experiment``: the name of the
+    experiment written to, or a function that finds it (called on a refusal only)."""
+    try:
+        yield
+    except MlflowException as err:
+        name = experiment() if callable(experiment) else experiment
+        refused = refusal(err, uri, name)
+        if refused is None:
+            raise
+        raise TrackingError(refused) from None
+
+
+# Where MLflow's client finds a server's user and password, after the environment.
+CREDENTIALS_FILE = "~/.mlflow/credentials"
+CREDENTIALS_FIX = (
+    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or mlflow_tracking_username "
+    f"and mlflow_tracking_password under [mlflow] in {CREDENTIALS_FILE})"
+)
+
+
+def _credentials_refused(uri: str) -> str:
+    from mlflow.utils.credentials import read_mlflow_creds  # as MLflow's client reads them
+
+    creds = read_mlflow_creds()
+    if not creds.username:
+        given = "a token" if os.environ.get("MLFLOW_TRACKING_TOKEN") else "none were given"
+    elif not creds.password:
+        given = f"user {creds.username}, without a password"
+    else:
+        given = f"user {creds.username}"
+    return (
+        f"The MLflow server at {shown_uri(uri)} refused the credentials ({given}): set "
+        f"{CREDENTIALS_FIX} to a user of its basic-auth and that user's password."
+    )
+
+
+def _permission_refused(uri: str, experiment: Optional[str]) -> str:
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    user = read_mlflow_creds().username
+    who = f"User {user}" if user else "A client without credentials"
+    if experiment is None:
+        return (
+            f"{who} is refused by the MLflow server at {shown_uri(uri)} (permission denied): "
+            "ask the server's admin for the permission this needs."
+        )
+    return (
+        f"{who} may not write to experiment {experiment} on {shown_uri(uri)}: ask the "
+        "server's admin for EDIT permission."
+    )
+
+
+def refuse_credentials(uri: str) -> None:
+    """Refuse a server URI that holds a user or password: the URI is logged, printed and
+    recorded with the run (its resume command, its config), so credentials travel apart,
+    where MLflow's client reads them."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return
+    bare = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+    raise TrackingError(
+        f"tracking.uri={shown_uri(uri)} holds credentials, which would be written wherever "
+        "the URI is (logs, the run's config and tags); give the server's address alone "
+        f"(tracking.uri={bare}) and the user and password in {CREDENTIALS_FIX}."
+    )
+
+
 def _host_refused(uri: str) -> str:
     """MLflow 3's server answers only requests addressed to localhost or a private IP unless
     told otherwise (its guard against DNS rebinding): /health passes, every call fails."""
@@ -253,9 +358,19 @@ def _check_database(uri: str) -> None:
         engine.dispose()
 
 
+# The password of a URI (``scheme://user:password@``) anywhere in a text.
+_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+
+
 def shown_uri(uri: str) -> str:
-    """``uri`` fit to print: a database URI's password masked."""
-    if "://" in uri and "@" in uri.split("://", 1)[1]:
+    """``uri`` fit to print: its password masked (a database's, or a server's)."""
+    if "://" in uri and "@" in uri.split("://", 1)[1] and not uri.startswith("http"):
         with contextlib.suppress(Exception):
             return sqlalchemy.make_url(uri).render_as_string(hide_password=True)
-    return uri
+    return hide_passwords(uri)
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` (a command line, overrides, a config) with the password of every URI in it
+    masked: ``postgresql://mlflow:***@host/db``."""
+    return _PASSWORD.sub(r"\g<head>***@", text)
