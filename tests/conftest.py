@@ -23,7 +23,9 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 # file runs whole in one worker, so a module's cluster or server starts once): the longest
 # first, SLURM's (minutes of waiting on its time limits), the sweeps' and the team server's,
 # then files with slow tests, then the rest, to fill in at the end.
-FIRST_FILES = ("test_slurm.py", "test_sweep.py", "test_sweep_rules.py", "test_team_server.py")
+FIRST_FILES = (
+    "test_slurm.py", "test_search.py", "test_sweep.py", "test_sweep_rules.py", "test_team_server.py"
+)
 
 
 def _start_order(item: pytest.Item) -> int:
