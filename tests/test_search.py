@@ -57,12 +57,12 @@ def table_of(client: MlflowClient, run_id: str, tmp_path, name="sweep_jobs") -> 
 def test_the_bare_sweeper_maximises_val_acc_best_and_a_rerun_continues_the_study(tmp_path):
     # The way Hydra's documentation spells a search: no preset, no direction.
     command = ["-m", "hydra/sweeper=optuna", "optimizer.lr=interval(0.001,0.3)",
-               "hydra.sweeper.n_trials=4", *FAST]
+               "hydra.sweeper.n_trials=3", *FAST]
     result = run_cli(command, tmp_path)
     assert result.returncode == 0, said(result)[-6000:]
     client = store(tmp_path)
     (parent,), children = sweep_runs(client)
-    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    assert len(children) == 3 and {c.info.status for c in children} == {"FINISHED"}
     best = max(children, key=lambda c: c.data.metrics["val/acc_best"])
     worst = min(c.data.metrics["val/acc_best"] for c in children)
     study = the_study(tmp_path)
@@ -72,40 +72,40 @@ def test_the_bare_sweeper_maximises_val_acc_best_and_a_rerun_continues_the_study
     assert parent.data.tags["best_run_id"] == best.info.run_id
     written = next(tmp_path.glob("multirun/*/*/optimization_results.yaml"))
     assert yaml.safe_load(written.read_text())["best_value"] == pytest.approx(study.best_value)
-    assert sorted(int(c.data.tags["optuna.trial"]) for c in children) == [0, 1, 2, 3]
+    assert sorted(int(c.data.tags["optuna.trial"]) for c in children) == [0, 1, 2]
     assert {c.data.tags["optuna.state"] for c in children} == {"COMPLETE"}
     tags = parent.data.tags
-    assert tags["optuna.study"] == study.study_name and tags["optuna.trials"].startswith("4 COMP")
+    assert tags["optuna.study"] == study.study_name and tags["optuna.trials"].startswith("3 COMP")
     assert "heartbeat" in tags  # the parent is held like a run while its sweep lives
     assert tags["best_command"].endswith(f"optimizer.lr={study.best_params['optimizer.lr']!r}")
-    assert "Sweep FINISHED: 4 jobs (4 FINISHED); best by val/acc_best" in said(result)
+    assert "Sweep FINISHED: 3 jobs (3 FINISHED); best by val/acc_best" in said(result)
     note = tags["mlflow.note.content"]  # the best job first, then the search's story
     assert note.startswith("**Best: ") and f"study `{study.study_name}`" in note
     figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
     assert {"figures/search_history.png", "figures/sweep_by_setting.png"} <= figures
     trials = table_of(client, parent.info.run_id, tmp_path, "search_trials")
-    assert sorted(t["trial"] for t in trials) == [0, 1, 2, 3]
+    assert sorted(t["trial"] for t in trials) == [0, 1, 2]
     assert {t["run_id"] for t in trials} == {c.info.run_id for c in children}
 
-    # The same command again: the study has its 4 trials, nothing is trained.
+    # The same command again: the study has its 3 trials, nothing is trained.
     again = run_cli(command, tmp_path)
     assert again.returncode == 0, said(again)[-6000:]
-    assert "4 of 4 trials done, 0 to run" in said(again)
+    assert "3 of 3 trials done, 0 to run" in said(again)
     # More trials continue it: the same study, parent and numbering.
-    more = run_cli([*command, "hydra.sweeper.n_trials=6"], tmp_path)
+    more = run_cli([*command, "hydra.sweeper.n_trials=4"], tmp_path)
     assert more.returncode == 0, said(more)[-6000:]
     (parent_again,), children = sweep_runs(client)
     assert parent_again.info.run_id == parent.info.run_id
-    assert sorted(int(c.data.tags["optuna.trial"]) for c in children) == list(range(6))
-    assert len(the_study(tmp_path).trials) == 6
+    assert sorted(int(c.data.tags["optuna.trial"]) for c in children) == list(range(4))
+    assert len(the_study(tmp_path).trials) == 4
 
 
 def test_a_parallel_search_prunes_hopeless_trials_through_the_study_storage(tmp_path):
     command = [
         "-m", "hydra/sweeper=optuna", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2",
-        "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=8", "hydra.sweeper.pruner=median",
+        "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=6", "hydra.sweeper.pruner=median",
         "hydra.sweeper.pruner_startup_trials=2", "optimizer.lr=tag(log,interval(0.00001,0.5))",
-        *FAST, "trainer.max_epochs=6",
+        *FAST, "trainer.max_epochs=5",
     ]
     result = run_cli(command, tmp_path)
     assert result.returncode == 0, said(result)[-6000:]
@@ -121,7 +121,7 @@ def test_a_parallel_search_prunes_hopeless_trials_through_the_study_storage(tmp_
     for run in pruned:
         epoch = int(run.data.tags["optuna.pruned_epoch"])
         assert run.info.status == "FINISHED"
-        assert epoch < 5
+        assert epoch < 4
         assert metric_steps(client, run.info.run_id, "val/acc") == list(range(epoch + 1))
         # Tested, and its model logged, from its best checkpoint.
         assert "test/acc" in run.data.metrics and "val/acc_best" in run.data.metrics
@@ -133,8 +133,8 @@ def test_a_parallel_search_prunes_hopeless_trials_through_the_study_storage(tmp_
 
 
 def test_a_stopped_search_rerun_runs_exactly_the_missing_trials(tmp_path):
-    command = ["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=4",
-               "optimizer.lr=interval(0.01,0.3)", *FAST, "trainer.max_epochs=40"]
+    command = ["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3",
+               "optimizer.lr=interval(0.01,0.3)", *FAST, "trainer.max_epochs=30"]
     proc = start_cli(command, tmp_path)
     wait_for_file("multirun/*/*/1/checkpoints/last.ckpt", tmp_path, proc)
     output, _ = stop_and_time(proc, signal.SIGTERM)
@@ -149,11 +149,11 @@ def test_a_stopped_search_rerun_runs_exactly_the_missing_trials(tmp_path):
     client = store(tmp_path)
     (parent,), children = sweep_runs(client)
     assert parent.info.status == "FINISHED"
-    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
-    assert sorted(int(c.data.tags["optuna.trial"]) for c in children) == [0, 1, 2, 3]
-    assert [t.state.name for t in the_study(tmp_path).trials] == ["COMPLETE"] * 4
+    assert len(children) == 3 and {c.info.status for c in children} == {"FINISHED"}
+    assert sorted(int(c.data.tags["optuna.trial"]) for c in children) == [0, 1, 2]
+    assert [t.state.name for t in the_study(tmp_path).trials] == ["COMPLETE"] * 3
     for child in children:  # every epoch once: the stopped trial went on, not over
-        assert metric_steps(client, child.info.run_id, "val/acc") == list(range(40))
+        assert metric_steps(client, child.info.run_id, "val/acc") == list(range(30))
 
 
 def test_a_team_keeps_its_study_in_postgresql_and_continues_it_from_there(tmp_path):
@@ -215,12 +215,11 @@ def test_two_objectives_show_the_pareto_front_on_the_parent(tmp_path):
     [
         (["hydra/sweeper=optuna", "hydra.sweeper.sampler=bayes", "optimizer.lr=interval(0.1,1)"],
          "sampler=bayes is not a sampler denselab knows"),
-        (["hydra/sweeper=optuna"], "The search space is empty"),
         (["hparams_search=mlp",
           "hydra.sweeper.storage=postgresql+psycopg://denselab:s3cret@127.0.0.1:9/optuna"],
          "does not answer"),
     ],
-    ids=["sampler", "empty-space", "storage"],
+    ids=["sampler", "storage"],
 )
 def test_a_search_that_cannot_run_says_why_and_makes_nothing(tmp_path, overrides, says):
     result = run_cli(["-m", *overrides, *FAST], tmp_path)
