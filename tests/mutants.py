@@ -205,13 +205,6 @@ MUTANTS = [
         ["tests/test_search_settings.py::test_trials_are_told_what_their_jobs_left"],
     ),
     Mutant(
-        "a stopped search forgets the trial it was running",
-        "src/denselab/sweeps/search.py",
-        "    again = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]\n",
-        "    again = []\n",
-        ["tests/test_search.py::test_a_stopped_search_rerun_runs_exactly_the_missing_trials"],
-    ),
-    Mutant(
         "a pruned run is reused as a finished job",
         "src/denselab/sweeps/job.py",
         '            accept=lambda run: run.data.tags.get(STATE_TAG) != "PRUNED",\n',

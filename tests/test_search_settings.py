@@ -256,12 +256,12 @@ def test_the_history_draws_the_best_so_far_of_complete_trials():
     assert texts == {"a", "784-10 (course, multinomial)"}
 
 
-def test_a_pruned_trials_run_is_no_finished_job_for_another_sweep(tmp_path):
+def test_a_pruned_trials_run_is_no_finished_job_for_another_sweep(store_uri):
     from mlflow import MlflowClient
 
     from denselab.sweeps.job import SweepJob
 
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(store_uri)
     experiment = client.create_experiment("digits")
 
     def finished(**tags):

@@ -218,7 +218,7 @@ def test_a_search_through_slurm_prunes_through_the_study_storage(slurm_cluster, 
         "hydra/sweeper=optuna", "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=3",
         "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=median",
         "hydra.sweeper.pruner_startup_trials=2", "optimizer.lr=choice(0.3,0.2,0.0000001)",
-        "data=digits", "trainer.max_epochs=4", f"tracking.uri={store(tmp_path)}",
+        "data=digits", "trainer.max_epochs=2", f"tracking.uri={store(tmp_path)}",
     ]
     result = run_slurm_sweep(slurm_cluster, "denselab-search", overrides, tmp_path, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
