@@ -9,11 +9,12 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 PYTEST_ARGS ?=
-# Tests run in this many pytest-xdist workers: much of the slow tier waits (on SLURM's time
-# limits, a server that is gone, a heartbeat going stale, a browser), and a third worker
-# keeps CI's two cores busy meanwhile. Each test file runs whole in one worker (a module's
-# server or cluster starts once), in the order tests/conftest.py gives (the longest first).
-TEST_WORKERS ?= 3
+# Tests run in this many pytest-xdist workers: much of the slow tier waits on servers,
+# SLURM and subprocesses, and two workers keep both of CI's two cores busy meanwhile (CI
+# runs the mutants beside them at the lowest priority, on what is left). Each test file
+# runs whole in one worker (a module's server or cluster starts once), in the order
+# tests/conftest.py gives (the longest first).
+TEST_WORKERS ?= 2
 XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 UI_PORT ?= 5000
 

@@ -43,8 +43,10 @@ class Mutant:
     tests: list[str]  # pytest node ids
 
 
-REUSE_TEST = (
-    "tests/test_sweep_rules.py::test_a_reused_job_is_listed_and_skip_finished_false_reruns_all"
+# A sweep job's finish-don't-redo rules on a real store, in a second (make test also runs
+# the slow sweeps that show them end to end: test_sweep_rules.py).
+JOB_RULES_TEST = (
+    "tests/test_search_settings.py::test_a_sweep_job_reuses_only_whole_finished_runs_and_tags_them"
 )
 CONFIG_HASH_TEST = (
     "tests/test_sweep_report.py::test_config_hash_ignores_speed_and_storage_not_what_is_trained"
@@ -94,21 +96,21 @@ MUTANTS = [
         "src/denselab/sweeps/job.py",
         "and attributes.status = 'FINISHED'\",",
         "and attributes.status != 'KILLED'\",",
-        ["tests/test_sweep_rules.py::test_a_rerun_runs_failed_jobs_anew_and_skips_only_finished_ones"],
+        [JOB_RULES_TEST],
     ),
     Mutant(
         "tracking.skip_finished=false still skips finished jobs",
         "src/denselab/sweeps/job.py",
         "        bool(cfg.tracking.skip_finished),\n",
         "        True,\n",
-        [REUSE_TEST],
+        [JOB_RULES_TEST],
     ),
     Mutant(
         "a job reused from another sweep is not tagged",
         "src/denselab/sweeps/job.py",
         "        if self.parent_id not in parents:\n",
         "        if False:\n",
-        [REUSE_TEST],
+        [JOB_RULES_TEST],
     ),
     Mutant(
         "the sweep's jobs ranked by test/acc",
@@ -209,7 +211,7 @@ MUTANTS = [
         "src/denselab/sweeps/job.py",
         '            accept=lambda run: run.data.tags.get(STATE_TAG) != "PRUNED",\n',
         "",
-        ["tests/test_search_settings.py::test_a_pruned_trials_run_is_no_finished_job_for_another_sweep"],
+        [JOB_RULES_TEST],
     ),
     # -- figures of data without labelled test rows ---------------------------------------
     Mutant(
@@ -418,6 +420,13 @@ def copy_checkout(scratch: Path) -> None:
     shutil.copytree(ROOT / "conf", scratch / "src" / "denselab" / "conf")
     shutil.copytree(ROOT / "tests", scratch / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", scratch / "pyproject.toml")
+    # Bytecode checked by the source's hash, made once: each mutant's processes (pytest and
+    # the console scripts its tests start) then compile only the one file it changed.
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "--invalidation-mode", "checked-hash",
+         str(scratch / "src"), str(scratch / "tests")],
+        check=True, capture_output=True,
+    )
 
 
 def in_copy(path: str) -> str:

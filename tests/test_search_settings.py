@@ -256,20 +256,39 @@ def test_the_history_draws_the_best_so_far_of_complete_trials():
     assert texts == {"a", "784-10 (course, multinomial)"}
 
 
-def test_a_pruned_trials_run_is_no_finished_job_for_another_sweep(store_uri):
+def test_a_sweep_job_reuses_only_whole_finished_runs_and_tags_them(
+    store_uri, compose_cfg, monkeypatch
+):
+    """The finish-don't-redo rules on a real store, in a second: a FAILED or pruned run is
+    no finished job, a reused run names the sweep that reused it, and
+    tracking.skip_finished=false reuses nothing."""
     from mlflow import MlflowClient
 
-    from denselab.sweeps.job import SweepJob
+    from denselab.sweeps import SWEEP_ENV
+    from denselab.sweeps.job import ALSO_TAG, SweepJob, sweep_job
+    from denselab.tracking.store import Store
 
     client = MlflowClient(store_uri)
     experiment = client.create_experiment("digits")
 
-    def finished(**tags):
+    def ended(status: str, **tags) -> str:
         run = client.create_run(experiment, tags={"config_hash": "abc", **tags})
-        client.set_terminated(run.info.run_id, "FINISHED")
+        client.set_terminated(run.info.run_id, status)
         return run.info.run_id
 
-    job = SweepJob(client, "parent", experiment, {}, skip_finished=True)
-    whole = finished()
-    finished(**{"optuna.state": "PRUNED"})  # newer, but it stopped early
-    assert job.finished_run("abc").info.run_id == whole
+    whole = ended("FINISHED")
+    ended("FINISHED", **{"optuna.state": "PRUNED"})  # newer, but it stopped early
+    ended("FAILED")  # newer still: a failed try is run anew, not reused
+    parent = client.create_run(experiment, tags={"swept": "seed"}).info.run_id
+    monkeypatch.setenv(SWEEP_ENV, parent)
+    cfg = compose_cfg(["data=digits", f"tracking.uri={store_uri}"])
+    job = sweep_job(cfg, ["seed=1"], Store(store_uri))
+    assert job.values == {"seed": "1"}
+    found = job.finished_run("abc")
+    assert found.info.run_id == whole
+    job.reuse(found)
+    assert client.get_run(whole).data.tags[ALSO_TAG] == parent
+    fresh = compose_cfg(["data=digits", f"tracking.uri={store_uri}",
+                         "tracking.skip_finished=false"])
+    assert sweep_job(fresh, ["seed=1"], Store(store_uri)).finished_run("abc") is None
+    assert isinstance(job, SweepJob)
