@@ -87,6 +87,13 @@ THREADS = Rule(
 )
 
 
+STEPS_PER_BATCH = Rule(
+    lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
+    "must be auto or a positive number of optimizer steps",
+    "use e.g. steps_per_batch=auto, or steps_per_batch=1 for one step per Lightning batch",
+)
+
+
 MODEL_NAME = Rule(
     lambda v: isinstance(v, str) and v.strip() == v and v != "" and not set(v) & set("/:@%"),
     "must be a registered model name without spaces at its ends or the characters / : @ %",
@@ -372,6 +379,9 @@ class RunSchema:
     seed: int = 42
     # torch's CPU threads; None: the faster count for the network (denselab.training.threads).
     threads: Optional[int] = setting(None, THREADS)
+    # Optimizer steps per batch Lightning sees: "auto" or a count. The training is the same
+    # for every value, only faster with more (denselab.training.chunking).
+    steps_per_batch: Any = setting("auto", STEPS_PER_BATCH)
     # An MLflow run id, or "last" (the experiment's newest unfinished run): continue that run
     # with its own settings (README, "When things go wrong").
     resume: Optional[str] = None

@@ -55,6 +55,34 @@ class Unlabeled:
         return len(self.obs_ids)
 
 
+class Chunk:
+    """Several consecutive mini-batches of one epoch, handed to Lightning as one batch so
+    that the module takes one optimizer step per mini-batch inside one ``training_step``
+    (see :mod:`denselab.training.chunking`). Iterating it yields the (x, y) mini-batches the
+    unchunked loader would have yielded, cut from the same order when asked for: a chunk
+    holds indices, not images.
+
+    ``start`` is the epoch's index of its first mini-batch, so ``end`` counts the mini-batches
+    done once it is trained: what the progress display shows.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batches: Sequence, start: int):
+        self.x, self.y = x, y
+        self.batches = batches  # index tensors, or slices of an unshuffled split
+        self.start = start
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in self.batches:
+            yield as_float(self.x[idx]), self.y[idx]
+
+
 class TensorBatches:
     """An iterable of (x, y) batches indexed out of one split's tensors, x scaled to float.
 
@@ -68,6 +96,10 @@ class TensorBatches:
     permutation wraps around to give every rank as many batches (a rank waiting for a
     batch the others do not have would hang). Unshuffled loaders (validation, test) give
     every rank the whole split, so each scores all of it.
+
+    With ``steps_per_batch`` k > 1 the loader yields :class:`Chunk` s of k mini-batches (the
+    epoch's last one may hold fewer): the same mini-batches in the same order, k at a time.
+    ``len()`` counts what it yields; ``steps`` counts mini-batches either way.
     """
 
     def __init__(
@@ -78,34 +110,50 @@ class TensorBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        steps_per_batch: int = 1,
     ):
         self.split = split
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
         self.rank, self.world_size = rank, world_size
+        self.steps_per_batch = steps_per_batch
 
     def _per_rank(self) -> int:
         n = len(self.split)
         return math.ceil(n / self.world_size) if self.shuffle else n
 
-    def __len__(self) -> int:
+    @property
+    def steps(self) -> int:
+        """Mini-batches per epoch: optimizer steps, when this is a training loader."""
         return math.ceil(self._per_rank() / self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __len__(self) -> int:
+        return math.ceil(self.steps / self.steps_per_batch)
+
+    def __iter__(self) -> Iterator:
+        # A generator: the epoch's permutation is drawn at its first batch, not at iter().
         x, y = self.split.x, self.split.y
-        n = len(y)
-        if not self.shuffle:
-            for start in range(0, n, self.batch_size):
-                end = start + self.batch_size
-                yield as_float(x[start:end]), y[start:end]
+        batches = self._batch_indices()
+        k = self.steps_per_batch
+        if k == 1:
+            for idx in batches:
+                yield as_float(x[idx]), y[idx]
             return
+        for start in range(0, len(batches), k):
+            yield Chunk(x, y, batches[start : start + k], start)
+
+    def _batch_indices(self) -> Sequence:
+        """Each mini-batch's indices into the split: slices in order, or the epoch's
+        permutation (drawn now) cut in batches."""
+        n = len(self.split)
+        if not self.shuffle:
+            return [slice(s, s + self.batch_size) for s in range(0, n, self.batch_size)]
         order = torch.randperm(n, generator=self.generator)
         if self.world_size > 1:
             order = order.repeat(2)[: self._per_rank() * self.world_size]
             order = order[self.rank :: self.world_size]
-        for idx in order.to(y.device).split(self.batch_size):
-            yield as_float(x[idx]), y[idx]
+        return order.to(self.split.y.device).split(self.batch_size)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +215,9 @@ class ImageDataModule(pl.LightningDataModule):
         # Draws each epoch's training order; its state is saved with every checkpoint, so a
         # resumed run sees the batches an uninterrupted one would.
         self.train_order = torch.Generator().manual_seed(seed)
+        # Mini-batches per training batch Lightning sees: set for a fit by
+        # denselab.training.chunking.StepsPerBatch, which decides it.
+        self.steps_per_batch = 1
 
     # -- what a dataset provides -------------------------------------------------------
 
@@ -209,7 +260,13 @@ class ImageDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         loader = TensorBatches(
-            self.split_on_device("train"), self.batch_size, True, self.seed, rank, world
+            self.split_on_device("train"),
+            self.batch_size,
+            True,
+            self.seed,
+            rank,
+            world,
+            self.steps_per_batch,
         )
         loader.generator = self.train_order
         return loader
@@ -232,6 +289,8 @@ class ImageDataModule(pl.LightningDataModule):
         # walk over the batch, a measurable share of a small step's time.
         if isinstance(batch, torch.Tensor):  # the model summary's example image
             return batch.to(device)
+        if isinstance(batch, Chunk):  # cut from the split on the device (split_on_device)
+            return batch
         x, y = batch
         if x.device == device and y.device == device:
             return batch

@@ -69,7 +69,7 @@ def config_hash(cfg: DictConfig, data_digest: str) -> str:
     content of the data they train and are scored on (``data_digest``, see
     :mod:`denselab.data.digest`), not where it lies."""
     params = run_params(cfg)
-    for key in ("threads", "resume"):
+    for key in ("threads", "steps_per_batch", "resume"):
         params.pop(key, None)
     params[DATA_TAG] = data_digest
     blob = json.dumps(params, sort_keys=True, default=str)

@@ -50,6 +50,7 @@ MAY_CHANGE = (
     "data.system_dirs",
     "callbacks",
     "threads",
+    "steps_per_batch",
 )
 
 

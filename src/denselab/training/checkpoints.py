@@ -87,6 +87,15 @@ class RunCheckpoint(ModelCheckpoint):
         # ModelCheckpoint builds it anew each time from settings fixed at __init__.
         return super().state_key
 
+    def single_step_reason(self) -> Optional[str]:
+        """Why checkpoints need Lightning to see every optimizer step (chunking.py); None
+        when they are saved at epoch ends only."""
+        if self._every_n_train_steps >= 1:
+            return "checkpoint.every_n_train_steps counts steps"
+        if self._train_time_interval is not None:
+            return "checkpoint.train_time_interval is checked at every step"
+        return None
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
         # Saving every N steps or every so often is off unless asked for: then there is
         # nothing to decide at each step, and this hook runs at every one.

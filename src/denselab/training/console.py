@@ -73,6 +73,25 @@ class TimedProgressBar(TQDMProgressBar):
         self.interval = interval
         self._next_redraw = 0.0
 
+    def single_step_reason(self) -> None:
+        """Counts mini-batches, whatever a Lightning batch holds: chunks are fine."""
+        return None
+
+    @property
+    def total_train_batches(self):
+        # Mini-batches, where a Lightning batch holds several (denselab.training.chunking):
+        # the count a user knows from the batch size, whatever k is.
+        loader = self.trainer.train_dataloader
+        steps = getattr(loader, "steps", None)
+        if steps is None or getattr(loader, "steps_per_batch", 1) == 1:
+            return super().total_train_batches
+        return steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        end = getattr(batch, "end", None)  # a chunk: the mini-batches done once it is trained
+        shown = batch_idx if end is None else end - 1
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, shown)
+
     def _should_update(self, current: int, total) -> bool:
         if not self.is_enabled:
             return False
@@ -115,6 +134,10 @@ class EpochLines(ProgressBar):
         self._enabled = True
         self._started = 0.0
         self._pending: Optional[tuple[int, float]] = None  # (epoch, seconds) not yet written
+
+    def single_step_reason(self) -> None:
+        """Writes once per epoch: Lightning batches of several steps are fine."""
+        return None
 
     def disable(self) -> None:
         self._enabled = False

@@ -28,15 +28,22 @@ class DivergenceGuard(pl.Callback):
     it ends. On an accelerator it is a device sync, which would stall the step pipeline:
     there the losses are kept on the device and read ``check_every`` steps at a time, and at
     each epoch's last batch, before the epoch's checkpoint. The sentence still names the
-    step the loss diverged at; training stops up to ``check_every`` - 1 steps later.
+    step the loss diverged at; training stops up to ``check_every`` - 1 steps later. So it
+    does where a Lightning batch holds several steps (denselab.training.chunking): their
+    losses are judged in order when the batch ends, and the first bad one is named.
     """
 
     def __init__(self, max_growth: float = 1000.0, check_every: Optional[int] = None):
         self.max_growth = max_growth
         self.check_every = check_every  # None: every step on the CPU, else ACCELERATOR_EVERY
         self.first_loss: float | None = None
-        # (loss on its device, epoch, global step) of the steps not read yet
+        # (losses on their device, epoch, global step of the first) of the steps not read yet
         self._pending: list[tuple[torch.Tensor, int, int]] = []
+        self._pending_steps = 0
+
+    def single_step_reason(self) -> None:
+        """Judges several steps' losses at once: Lightning batches of several steps are fine."""
+        return None
 
     # Kept in the checkpoint: a resumed fit's first step is a trained network's, whose loss
     # on one batch can be ~1e-3, and an ordinary later batch 1000 times that.
@@ -59,17 +66,26 @@ class DivergenceGuard(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        # A batch of several optimizer steps (denselab.training.chunking) gives one loss per
+        # step, in order; trainer.global_step is the last one's step.
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        every = self._every(loss)
-        if every == 1:  # the CPU: read it now, at no cost (this hook runs every step)
-            self._judge(float(loss.detach()), trainer)
-            return
         epoch, step = (trainer.current_epoch, trainer.global_step) if trainer else (0, 0)
-        self._pending.append((loss.detach(), epoch, step))
+        if self._every(loss) == 1:  # the CPU: read it now, at no cost (this hook runs every batch)
+            if loss.dim() == 0:
+                self._judge(float(loss.detach()), trainer)
+                return
+            values = loss.detach().tolist()
+            first = step - len(values) + 1
+            for i, value in enumerate(values):
+                self._judge(value, trainer, epoch, first + i)
+            return
+        losses = loss.detach().reshape(-1)
+        self._pending.append((losses, epoch, step - len(losses) + 1))
+        self._pending_steps += len(losses)
         last_batch = bool(trainer) and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        if len(self._pending) >= every or last_batch:
+        if self._pending_steps >= self._every(loss) or last_batch:
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -78,9 +94,10 @@ class DivergenceGuard(pl.Callback):
     def _check(self, trainer: Optional[pl.Trainer]) -> None:
         if not self._pending:
             return
-        pending, self._pending = self._pending, []
-        values = torch.stack([loss for loss, _, _ in pending]).float().cpu().tolist()  # one sync
-        for value, (_, epoch, step) in zip(values, pending):
+        pending, self._pending, self._pending_steps = self._pending, [], 0
+        values = torch.cat([losses for losses, _, _ in pending]).float().cpu().tolist()  # one sync
+        steps = [(epoch, first + i) for losses, epoch, first in pending for i in range(len(losses))]
+        for value, (epoch, step) in zip(values, steps):
             self._judge(value, trainer, epoch, step)
 
     def _judge(

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from denselab.data.base import ImageDataModule
 from denselab.training.checkpoint_files import load_checkpoint
 from denselab.training.checkpoints import AtomicCheckpointIO, RunCheckpoint
+from denselab.training.chunking import StepsPerBatch
 from denselab.training.console import progress_bars, quiet_third_party_notices
 from denselab.training.divergence import DivergenceGuard
 from denselab.training.module import MLPClassifier
@@ -56,12 +57,13 @@ def build_trainer(
     output_dir: Path,
 ) -> pl.Trainer:
     """The Trainer of ``cfg.trainer``, writing to ``logger``: the checkpoint first, then the
-    divergence guard, the progress display and ``callbacks``."""
+    steps per batch, the divergence guard, the progress display and ``callbacks``."""
     return instantiate(
         cfg.trainer,
         logger=logger,
         callbacks=[
             checkpoint,
+            StepsPerBatch(cfg.steps_per_batch),
             DivergenceGuard(),
             *progress_bars(cfg.trainer.enable_progress_bar),
             *callbacks,
