@@ -52,6 +52,8 @@ CONFIG_HASH_TEST = (
     "tests/test_sweep_report.py::test_config_hash_ignores_speed_and_storage_not_what_is_trained"
 )
 
+CHUNK_TEST = "tests/test_chunking.py::test_eight_steps_per_batch_train_exactly_as_one[sgd-nesterov]"
+
 CONFUSION_TEST = (
     "tests/test_figures.py::test_confusion_matrix_draws_true_classes_down_and_predicted_across"
 )
@@ -183,6 +185,76 @@ MUTANTS = [
         '    "trainer.max_epochs",\n',
         "",
         ["tests/test_digest.py::test_a_resume_on_other_data_is_refused_naming_both_digests"],
+    ),
+    # -- several optimizer steps per Lightning batch -----------------------------------------
+    Mutant(
+        "a chunk zeroes each gradient after its backward",
+        "src/denselab/training/module.py",
+        "            optimizer.zero_grad()\n            loss.backward()\n",
+        "            loss.backward()\n            optimizer.zero_grad()\n",
+        [CHUNK_TEST],
+    ),
+    Mutant(
+        "a chunk leaves out its last mini-batch",
+        "src/denselab/data/base.py",
+        "batches[start : start + k], start)",
+        "batches[start : start + k - 1], start)",
+        ["tests/test_chunking.py::test_a_chunk_takes_its_mini_batches_in_the_loaders_order"],
+    ),
+    Mutant(
+        "a chunk counts as one optimizer step",
+        "src/denselab/training/module.py",
+        "count_optimizer_steps(self.trainer, len(losses))",
+        "count_optimizer_steps(self.trainer, 1)",
+        [CHUNK_TEST],
+    ),
+    Mutant(
+        "a divergence inside a chunk is named at the chunk's last step",
+        "src/denselab/training/divergence.py",
+        "            first = step - len(values) + 1\n",
+        "            first = step\n",
+        ["tests/test_chunking.py::test_a_divergence_inside_a_chunk_names_its_exact_step"],
+    ),
+    Mutant(
+        "a chunked run's checkpoint counts chunks",
+        "src/denselab/training/chunking.py",
+        '            self._epoch.to_steps(checkpoint["loops"]["fit_loop"])\n',
+        "            pass\n",
+        ["tests/test_chunking.py::test_a_run_state_carries_no_trace_of_k"],
+    ),
+    Mutant(
+        "a chunked run resumes a checkpoint's counts as chunks",
+        "src/denselab/training/chunking.py",
+        '                self._epoch.to_chunks(self._loaded["loops"]["fit_loop"])\n',
+        "                pass\n",
+        ["tests/test_chunking.py::test_a_run_stopped_mid_epoch_resumes_to_the_same_result[1-8]"],
+    ),
+    Mutant(
+        "gradient clipping is trained in chunks (and so never clipped)",
+        "src/denselab/training/chunking.py",
+        "(trainer.gradient_clip_val not in (None, 0),",
+        "(False,",
+        [
+            "tests/test_chunking.py::test_settings_that_act_at_every_step_train_one_step_per_batch"
+            "_and_say_so[gradient_clip_val]"
+        ],
+    ),
+    Mutant(
+        "a user's callback acting at every step is run per chunk",
+        "src/denselab/training/chunking.py",
+        'reason = f"callback {type(callback).__name__} acts at every step" if hooks else None',
+        "reason = None",
+        [
+            "tests/test_chunking.py::test_settings_that_act_at_every_step_train_one_step_per_batch"
+            "_and_say_so[users_callback]"
+        ],
+    ),
+    Mutant(
+        "the progress bar counts chunks",
+        "src/denselab/training/console.py",
+        "        return steps\n",
+        "        return super().total_train_batches\n",
+        ["tests/test_chunking.py::test_the_progress_bar_counts_mini_batches"],
     ),
     # -- the Optuna search -----------------------------------------------------------------
     Mutant(

@@ -222,10 +222,14 @@ def merged_config(
     run_cfg: DictConfig, cfg: DictConfig, overrides: Sequence[str], asked: str = ""
 ) -> DictConfig:
     """``run_cfg`` with the command line's overrides that MAY_CHANGE allows; any other one that
-    changes a setting is refused, naming it. ``asked``: the command's words, for errors
-    (default ``resume=<id>``)."""
+    changes a setting is refused, naming it. A top-level setting the run never had (added to
+    denselab since, such as ``steps_per_batch``) is this command's. ``asked``: the command's
+    words, for errors (default ``resume=<id>``)."""
     asked = asked or f"resume={cfg.resume}"
     merged = run_cfg.copy()
+    for key in cfg:
+        if key not in merged:  # a setting added to denselab since the run was made
+            OmegaConf.update(merged, key, _as_container(cfg[key]), force_add=True)
     for key in override_keys(overrides):
         new = _as_container(OmegaConf.select(cfg, key))
         old = _as_container(OmegaConf.select(run_cfg, key))

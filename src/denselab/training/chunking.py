@@ -36,6 +36,9 @@ from pytorch_lightning.loops.loop import _Loop
 from pytorch_lightning.profilers import PassThroughProfiler
 from pytorch_lightning.strategies import SingleDeviceStrategy
 
+from denselab.data.base import TensorBatches
+from denselab.training.threads import step_macs
+
 log = logging.getLogger("denselab")
 
 AUTO = "auto"
@@ -61,14 +64,13 @@ STEP_HOOKS = (
 MODULE_STEP_HOOKS = (*STEP_HOOKS, "optimizer_step", "optimizer_zero_grad", "backward")
 
 
-def auto_steps_per_batch(batch_size: int, weights: int, accelerator: str) -> int:
+def auto_steps_per_batch(macs_per_step: int, accelerator: str) -> int:
     """How many mini-batches "auto" puts in a chunk: on a CPU enough that a chunk's work
-    reaches AUTO_CHUNK_WORK; on an accelerator, where a small step costs launches rather
-    than arithmetic, always MAX_STEPS_PER_BATCH."""
+    reaches AUTO_CHUNK_WORK multiply-adds. On an accelerator, one: chunks train the same
+    there, but their speed has not been measured on one yet (steps_per_batch=N asks)."""
     if accelerator != "cpu":
-        return MAX_STEPS_PER_BATCH
-    per_step = max(1, batch_size * weights)
-    return max(1, min(MAX_STEPS_PER_BATCH, math.ceil(AUTO_CHUNK_WORK / per_step)))
+        return 1
+    return max(1, min(MAX_STEPS_PER_BATCH, math.ceil(AUTO_CHUNK_WORK / max(1, macs_per_step))))
 
 
 def _overrides(obj: Any, hook: str, base: type) -> bool:
@@ -131,24 +133,42 @@ def single_step_reasons(trainer: pl.Trainer, module: pl.LightningModule) -> list
     hooks = [h for h in MODULE_STEP_HOOKS if _overrides(module, h, pl.LightningModule)]
     if hooks:
         reasons.append(f"the module overrides {', '.join(hooks)}")
-    if not hasattr(trainer.datamodule, "steps_per_batch"):
-        reasons.append("the training data does not come from a denselab datamodule")
     return reasons
 
 
+def training_batches(trainer: pl.Trainer) -> Optional[TensorBatches]:
+    """The fit's training loader, if it is denselab's own (which can cut chunks)."""
+    data = trainer.datamodule
+    if data is None or not hasattr(data, "steps_per_batch"):
+        return None
+    loader = data.train_dataloader()
+    return loader if isinstance(loader, TensorBatches) else None
+
+
 def choose_steps_per_batch(
-    setting: Any, trainer: pl.Trainer, module: pl.LightningModule, batch_size: int
+    setting: Any, trainer: pl.Trainer, module: pl.LightningModule
 ) -> tuple[int, list[str]]:
     """(k, the reasons k is 1 though more were asked for) for ``setting``: "auto" or a count."""
+    if setting != AUTO and int(setting) == 1:
+        return 1, []
+    loader = training_batches(trainer)
+    if loader is None:
+        return 1, ["its training batches do not come from a denselab datamodule's loader"]
     if setting == AUTO:
-        weights = sum(p.numel() for p in module.parameters())
-        asked = auto_steps_per_batch(batch_size, weights, trainer.strategy.root_device.type)
+        widths = getattr(module, "layer_widths", None)  # denselab's MLP; else count weights
+        batch = loader.batch_size
+        macs = step_macs(widths, batch) if widths else batch * _weights(module)
+        asked = auto_steps_per_batch(macs, trainer.strategy.root_device.type)
+        if asked == 1:
+            return 1, []
     else:
         asked = int(setting)
-    if asked == 1:
-        return 1, []
     reasons = single_step_reasons(trainer, module)
     return (1, reasons) if reasons else (asked, [])
+
+
+def _weights(module: pl.LightningModule) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def count_optimizer_steps(trainer: pl.Trainer, n: int) -> None:
@@ -164,7 +184,7 @@ class StepsPerBatch(pl.Callback):
     """Decides k for a fit (:func:`choose_steps_per_batch`) and applies it to the module and
     the datamodule, once the Trainer has set up its optimizers and strategy and before the
     training loader is made. Checkpoints, and the Trainer once the fit is over, hold the
-    loops' progress as k = 1 would (:func:`loops_in_steps`)."""
+    loops' progress as k = 1 would (:meth:`ChunkedEpoch.to_steps`)."""
 
     def __init__(self, setting: Any = AUTO):
         self.setting = setting
@@ -175,25 +195,26 @@ class StepsPerBatch(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         data = trainer.datamodule
-        batch_size = int(getattr(data, "batch_size", 1))
-        self.k, reasons = choose_steps_per_batch(self.setting, trainer, pl_module, batch_size)
+        self.k, reasons = choose_steps_per_batch(self.setting, trainer, pl_module)
         self.chosen = self.k
         if reasons:
             log.info(
-                "Training takes one optimizer step per Lightning batch, as steps_per_batch=%s "
+                "Training takes 1 optimizer step per Lightning batch, as steps_per_batch=%s "
                 "cannot take more here: %s.",
                 self.setting,
                 "; ".join(reasons),
+            )
+        else:
+            log.info(
+                "Training takes %d optimizer step%s per Lightning batch (steps_per_batch=%s).",
+                self.k,
+                "s" if self.k > 1 else "",
+                self.setting,
             )
         if self.k > 1:
             pl_module.automatic_optimization = False
             data.steps_per_batch = self.k
             self._epoch = ChunkedEpoch(self.k, data.train_dataloader().steps)
-            log.info(
-                "Training takes %d optimizer steps per Lightning batch (steps_per_batch=%s).",
-                self.k,
-                self.setting,
-            )
             if self._loaded is not None:
                 self._epoch.to_chunks(self._loaded["loops"]["fit_loop"])
         self._loaded = None
