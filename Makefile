@@ -61,6 +61,7 @@ ui: install
 
 bench: install
 	$(BIN)/python bench/epoch.py
+	$(BIN)/python bench/course.py
 	$(BIN)/python bench/flowers_prepare.py
 	$(BIN)/python bench/predict.py
 

@@ -25,6 +25,7 @@ from datetime import datetime
 STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 FIT_START = "optimizer step"
 FIT_END = "`Trainer.fit` stopped"
+TEST_ACC = re.compile(r"^\s*test\s+[\d,]+\s+([0-9.]+)", re.MULTILINE)  # accuracy table
 
 
 def stamp(line: str) -> datetime:
@@ -42,8 +43,8 @@ def fit_seconds(log: str) -> float:
     return (stamp(end) - stamp(start)).total_seconds()
 
 
-def one_run(setting: str, epochs: int, extra: list[str]) -> tuple[float, float]:
-    """(process seconds, fit seconds) of one run in a fresh folder."""
+def one_run(setting: str, epochs: int, extra: list[str]) -> tuple[float, float, str]:
+    """(process seconds, fit seconds, test accuracy) of one run in a fresh folder."""
     with tempfile.TemporaryDirectory() as folder:
         command = [
             sys.executable,
@@ -61,7 +62,8 @@ def one_run(setting: str, epochs: int, extra: list[str]) -> tuple[float, float]:
         log = done.stdout + done.stderr
         if done.returncode != 0:
             raise SystemExit(f"steps_per_batch={setting} failed:\n{log[-3000:]}")
-        return seconds, fit_seconds(log)
+        accuracy = TEST_ACC.search(log)
+        return seconds, fit_seconds(log), accuracy.group(1) if accuracy else "?"
 
 
 def main() -> None:
@@ -70,14 +72,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("extra", nargs="*", help="more overrides for both runs")
     args = parser.parse_args()
-    times: dict[str, list[tuple[float, float]]] = {"1": [], "auto": []}
+    times: dict[str, list[tuple[float, float, str]]] = {"1": [], "auto": []}
     for pair in range(args.pairs):
         for setting in ("1", "auto") if pair % 2 == 0 else ("auto", "1"):
             times[setting].append(one_run(setting, args.epochs, args.extra))
-            process, fit = times[setting][-1]
+            process, fit, accuracy = times[setting][-1]
             print(
                 f"pair {pair + 1}: steps_per_batch={setting:<4} process {process:6.1f} s, "
-                f"fit {fit:6.1f} s",
+                f"fit {fit:6.1f} s, test accuracy {accuracy}",
                 flush=True,
             )
     medians = {
@@ -89,6 +91,8 @@ def main() -> None:
         f"medians of {args.pairs}: steps_per_batch=1 process {p1:.1f} s, fit {f1:.1f} s; "
         f"auto process {pa:.1f} s, fit {fa:.1f} s"
     )
+    accuracies = {t[2] for runs in times.values() for t in runs}
+    print(f"test accuracy: {', '.join(sorted(accuracies))} (one value: the same training)")
     mark = "ok" if f1 / fa >= 1.25 else "MISS"
     print(
         f"auto is {p1 / pa:.2f}x faster as a process, {f1 / fa:.2f}x in the fit "
