@@ -269,6 +269,29 @@ def test_a_datamodule_with_a_loader_of_its_own_trains_one_step_per_batch(
     assert "do not come from a denselab datamodule's loader" in caplog.text
 
 
+def test_a_module_with_a_training_step_of_its_own_trains_one_step_per_batch(
+    compose_cfg, tmp_path, caplog, monkeypatch
+):
+    from denselab.training.module import MLPClassifier
+
+    class Mine(MLPClassifier):  # e.g. a user's extension that logs each step
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return super().training_step((x, y), batch_idx)
+
+    caplog.set_level(logging.INFO, logger="denselab")
+    real_build = build.build_model
+
+    def build_mine(cfg, data):
+        model = real_build(cfg, data)
+        return Mine(**model.hparams, optimizer=model.optimizer_factory)
+
+    monkeypatch.setattr(build, "build_model", build_mine)
+    fit = Fit(compose_cfg, tmp_path, ["trainer.max_epochs=1"])
+    assert fit.steps_per_batch.chosen == 1 and fit.trainer.global_step == 72
+    assert "the module's training_step takes one mini-batch at a time" in caplog.text
+
+
 def test_auto_makes_chunks_where_lightnings_cost_matters_and_none_where_it_does_not():
     course = step_macs([784, 128, 10], 32)  # 3.3 million multiply-adds a step
     assert auto_steps_per_batch(course, "cpu") == MAX_STEPS_PER_BATCH

@@ -133,6 +133,8 @@ def single_step_reasons(trainer: pl.Trainer, module: pl.LightningModule) -> list
     hooks = [h for h in MODULE_STEP_HOOKS if _overrides(module, h, pl.LightningModule)]
     if hooks:
         reasons.append(f"the module overrides {', '.join(hooks)}")
+    if not getattr(type(module).training_step, "takes_chunks", False):
+        reasons.append("the module's training_step takes one mini-batch at a time")
     return reasons
 
 

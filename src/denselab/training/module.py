@@ -159,6 +159,9 @@ class MLPClassifier(pl.LightningModule):
     # Lightning reads training_step's signature at every step (does it take batch_idx?);
     # inspect answers from __signature__ when it is set, in a third of the time (~20 us).
     training_step.__signature__ = inspect.signature(training_step)
+    # It trains a Chunk too: denselab.training.chunking hands it chunks only where this is
+    # the training_step that runs (a subclass's own may not know them).
+    training_step.takes_chunks = True
 
     def on_train_epoch_end(self) -> None:
         # Over every image of the epoch: with several processes, summed over all ranks.
