@@ -250,6 +250,16 @@ MUTANTS = [
         ],
     ),
     Mutant(
+        "a subclass's own training_step is handed chunks",
+        "src/denselab/training/chunking.py",
+        '    if not getattr(type(module).training_step, "takes_chunks", False):\n',
+        "    if False:\n",
+        [
+            "tests/test_chunking.py::test_a_module_with_a_training_step_of_its_own_trains_one_step"
+            "_per_batch"
+        ],
+    ),
+    Mutant(
         "the progress bar counts chunks",
         "src/denselab/training/console.py",
         "        return steps\n",
