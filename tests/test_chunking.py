@@ -149,9 +149,12 @@ def test_a_chunk_takes_its_mini_batches_in_the_loaders_order():
 def test_a_divergence_inside_a_chunk_names_its_exact_step(compose_cfg, tmp_path):
     messages = {}
     for k in (1, 8):
+        data = build.load_data(compose_cfg(DIGITS))
         with pytest.raises(LossDiverged) as stopped:
-            Fit(compose_cfg, tmp_path / str(k), [f"steps_per_batch={k}", "optimizer.lr=1e5"])
+            settings = [f"steps_per_batch={k}", "optimizer.lr=1e5"]
+            Fit(compose_cfg, tmp_path / str(k), settings, data=data)
         messages[k] = str(stopped.value)
+        assert data.steps_per_batch == 1  # a failed fit leaves the data as it found it
     assert messages[1] == messages[8], messages
     step = int(messages[1].split("step ")[1].split(",")[0].split(" ")[0])
     assert step % 8 != 0  # not a chunk's last step: named from inside the chunk

@@ -43,7 +43,7 @@ log = logging.getLogger("denselab")
 
 AUTO = "auto"
 # The largest chunk "auto" picks: on the course's network at batch 32 Lightning's share of
-# a step is then ~1 %, and a chunk takes ~40 ms on one CPU thread, well inside the
+# a step is then under 1 %, and a chunk takes ~60 ms on one CPU thread, well inside the
 # progress bar's 0.2 s redraw.
 MAX_STEPS_PER_BATCH = 64
 # What "auto" aims a chunk's forward passes at, in multiply-adds (images x weights):
@@ -231,9 +231,17 @@ class StepsPerBatch(pl.Callback):
             self._epoch.to_steps(checkpoint["loops"]["fit_loop"])
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # After the fit the module steps through Lightning again, and the Trainer counts as
-        # k = 1 counts (trainer.global_step reads the automatic optimization's count then).
-        if stage != "fit" or self._epoch is None:
+        if stage == "fit":
+            self._step_by_step(trainer, pl_module)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._step_by_step(trainer, pl_module)  # Lightning skips teardown after an exception
+
+    def _step_by_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """After the fit the module steps through Lightning again, the datamodule yields
+        single mini-batches, and the Trainer counts as k = 1 counts (trainer.global_step
+        reads the automatic optimization's count then)."""
+        if self._epoch is None:
             return
         state = trainer.fit_loop.state_dict()
         self._epoch.to_steps(state)
